@@ -1,0 +1,208 @@
+"""The SQLite database: one writer connection, one reader connection, WAL.
+
+Writes go through ``Database.transaction`` (serialised, ``BEGIN IMMEDIATE``) or through
+a ``GroupCommit``, which gathers concurrent writes into one transaction so that many
+callers share one commit: a caller's ``submit`` returns only after its row is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import aiosqlite
+
+from proxy.store.migrations import MIGRATIONS
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA busy_timeout=10000",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA temp_store=MEMORY",
+)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Database:
+    def __init__(self, path: str, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+        self.path = path
+        self._writer = writer
+        self._reader = reader
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: str | Path) -> Database:
+        path = str(path)
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        writer = await _connect(path)
+        await _migrate(writer)
+        reader = await _connect(path)
+        return cls(path, writer, reader)
+
+    async def close(self) -> None:
+        async with self._write_lock:
+            await self._writer.close()
+        await self._reader.close()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """An exclusive write transaction; commits on success, rolls back on error."""
+        async with self._write_lock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._writer
+            except BaseException:
+                await self._writer.rollback()
+                raise
+            else:
+                await self._writer.commit()
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        async with self._reader.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
+        async with self._reader.execute(sql, params) as cursor:
+            return await cursor.fetchone()
+
+
+async def _connect(path: str) -> aiosqlite.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves.
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    conn.row_factory = aiosqlite.Row
+    for pragma in _PRAGMAS:
+        await conn.execute(pragma)
+    return conn
+
+
+async def _migrate(conn: aiosqlite.Connection) -> None:
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_ms INTEGER)"
+    )
+    async with conn.execute("SELECT name FROM _migrations") as cursor:
+        done = {row[0] for row in await cursor.fetchall()}
+    for name, sql in MIGRATIONS:
+        if name in done:
+            continue
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(sql):
+                await conn.execute(statement)
+            await conn.execute(
+                "INSERT INTO _migrations (name, applied_ms) VALUES (?, ?)", (name, now_ms())
+            )
+        except BaseException:
+            await conn.rollback()
+            raise
+        await conn.commit()
+        log.info("applied migration %s", name)
+
+
+def _statements(script: str) -> Iterable[str]:
+    return (part.strip() for part in script.split(";") if part.strip())
+
+
+class GroupCommit(Generic[T, R]):
+    """Batch concurrent writes into shared transactions.
+
+    ``apply(conn, items)`` runs inside one ``BEGIN IMMEDIATE`` transaction and returns one
+    result per item; ``submit`` resolves after the commit. ``submit_nowait`` is for writes
+    nobody waits on (the routing log); ``drain`` flushes everything pending.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        apply: Callable[[aiosqlite.Connection, list[T]], Awaitable[list[R]]],
+        *,
+        max_items: int = 2048,
+        linger: float = 0.0,
+        name: str = "group-commit",
+    ) -> None:
+        self._db = db
+        self._apply = apply
+        self._max_items = max_items
+        self._linger = linger
+        self._name = name
+        self._pending: list[tuple[T, asyncio.Future[R] | None]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=self._name)
+
+    async def stop(self) -> None:
+        await self.drain()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def submit(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._enqueue(item, future)
+        return await future
+
+    def submit_nowait(self, item: T) -> None:
+        self._enqueue(item, None)
+
+    async def drain(self) -> None:
+        while self._pending or not self._idle.is_set():
+            if self._task is None:
+                await self._flush()
+            else:
+                self._wakeup.set()
+                await asyncio.sleep(0.001)
+
+    def _enqueue(self, item: T, future: asyncio.Future[R] | None) -> None:
+        self._pending.append((item, future))
+        self._idle.clear()
+        self._wakeup.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if self._linger:
+                await asyncio.sleep(self._linger)
+            while self._pending:
+                await self._flush()
+
+    async def _flush(self) -> None:
+        batch, self._pending = self._pending[: self._max_items], self._pending[self._max_items :]
+        if not batch:
+            self._idle.set()
+            return
+        try:
+            async with self._db.transaction() as conn:
+                results = await self._apply(conn, [item for item, _ in batch])
+        except Exception as exc:
+            log.exception("%s: write of %d items failed", self._name, len(batch))
+            for _, future in batch:
+                if future is not None and not future.done():
+                    future.set_exception(exc)
+        else:
+            for (_, future), result in zip(batch, results, strict=True):
+                if future is not None and not future.done():
+                    future.set_result(result)
+        if not self._pending:
+            self._idle.set()

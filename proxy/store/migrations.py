@@ -1,0 +1,155 @@
+"""Ordered, named schema migrations, recorded in ``_migrations``.
+
+Timestamps are integer Unix milliseconds; JSON is stored as TEXT/BLOB. Append new
+steps at the end; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_routes",
+        """
+        CREATE TABLE routes (
+            id INTEGER PRIMARY KEY,
+            ts_ms INTEGER NOT NULL,
+            request_id TEXT NOT NULL,
+            key_name TEXT,
+            endpoint TEXT NOT NULL,
+            model TEXT,
+            provider TEXT,
+            lane TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            error_code TEXT,
+            stream INTEGER NOT NULL DEFAULT 0,
+            latency_ms REAL,
+            upstream_ms REAL,
+            attempts INTEGER NOT NULL DEFAULT 1,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            cached_tokens INTEGER,
+            reasoning_tokens INTEGER,
+            cost_usd REAL,
+            baseline_usd REAL,
+            saved_usd REAL,
+            ticket_id TEXT,
+            cache_name TEXT
+        );
+        CREATE INDEX routes_ts ON routes(ts_ms);
+        CREATE INDEX routes_key_ts ON routes(key_name, ts_ms);
+        """,
+    ),
+    (
+        "0002_tickets_batches",
+        """
+        CREATE TABLE batches (
+            id TEXT PRIMARY KEY,
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            status TEXT NOT NULL,
+            provider_batch_id TEXT UNIQUE,
+            input_file_id TEXT,
+            output_file_id TEXT,
+            error_file_id TEXT,
+            line_count INTEGER NOT NULL DEFAULT 0,
+            bytes INTEGER NOT NULL DEFAULT 0,
+            est_tokens INTEGER NOT NULL DEFAULT 0,
+            completed_lines INTEGER NOT NULL DEFAULT 0,
+            failed_lines INTEGER NOT NULL DEFAULT 0,
+            errors TEXT,
+            created_ms INTEGER NOT NULL,
+            submitted_ms INTEGER,
+            finished_ms INTEGER,
+            next_poll_ms INTEGER,
+            poll_failures INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX batches_status ON batches(status);
+
+        CREATE TABLE tickets (
+            id TEXT PRIMARY KEY,
+            key_name TEXT NOT NULL,
+            idempotency_key TEXT,
+            endpoint TEXT NOT NULL,
+            model TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            upstream_model TEXT NOT NULL,
+            lane TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            status TEXT NOT NULL,
+            body BLOB NOT NULL,
+            est_tokens INTEGER NOT NULL DEFAULT 0,
+            created_ms INTEGER NOT NULL,
+            deadline_ms INTEGER NOT NULL,
+            not_before_ms INTEGER NOT NULL DEFAULT 0,
+            updated_ms INTEGER NOT NULL,
+            finished_ms INTEGER,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            batch_id TEXT REFERENCES batches(id),
+            callback_url TEXT,
+            result BLOB,
+            error TEXT,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            cached_tokens INTEGER,
+            cost_usd REAL,
+            baseline_usd REAL,
+            saved_usd REAL,
+            UNIQUE (key_name, idempotency_key)
+        );
+        CREATE INDEX tickets_status_group ON tickets(status, provider, model, endpoint);
+        CREATE INDEX tickets_key_created ON tickets(key_name, created_ms);
+        CREATE INDEX tickets_batch ON tickets(batch_id);
+
+        CREATE TABLE ticket_events (
+            id INTEGER PRIMARY KEY,
+            ticket_id TEXT NOT NULL,
+            ts_ms INTEGER NOT NULL,
+            from_status TEXT,
+            to_status TEXT NOT NULL,
+            detail TEXT
+        );
+        CREATE INDEX ticket_events_ticket ON ticket_events(ticket_id);
+
+        CREATE TABLE webhooks (
+            id INTEGER PRIMARY KEY,
+            ticket_id TEXT NOT NULL UNIQUE,
+            url TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_ms INTEGER NOT NULL,
+            last_error TEXT,
+            updated_ms INTEGER NOT NULL
+        );
+        CREATE INDEX webhooks_due ON webhooks(status, next_attempt_ms);
+        """,
+    ),
+    (
+        "0003_gemini_caches",
+        """
+        CREATE TABLE gemini_caches (
+            name TEXT PRIMARY KEY,
+            fingerprint TEXT NOT NULL,
+            model TEXT NOT NULL,
+            credential TEXT NOT NULL,
+            token_count INTEGER NOT NULL,
+            created_ms INTEGER NOT NULL,
+            expire_ms INTEGER NOT NULL,
+            last_used_ms INTEGER NOT NULL,
+            hits INTEGER NOT NULL DEFAULT 0,
+            status TEXT NOT NULL
+        );
+        CREATE INDEX gemini_caches_lookup ON gemini_caches(fingerprint, model, credential, status);
+
+        CREATE TABLE gemini_prefix_seen (
+            fingerprint TEXT NOT NULL,
+            model TEXT NOT NULL,
+            credential TEXT NOT NULL,
+            ts_ms INTEGER NOT NULL
+        );
+        CREATE INDEX gemini_prefix_seen_lookup
+            ON gemini_prefix_seen(fingerprint, model, credential, ts_ms);
+        """,
+    ),
+]
