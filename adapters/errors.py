@@ -37,6 +37,8 @@ class AdapterError(Exception):
         self.code = code
         self.param = param
         self.retry_after = retry_after
+        # How many times the proxy tried before giving up (set by its retry loop).
+        self.attempts = 1
 
     def error_object(self) -> dict[str, Any]:
         return {

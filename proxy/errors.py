@@ -24,8 +24,8 @@ from adapters.errors import AdapterError
 
 
 class ProxyError(Exception):
-    status = 500
-    error_type = "server_error"
+    status: int = 500
+    error_type: str = "server_error"
     code: str | None = "internal_error"
 
     def __init__(
@@ -44,13 +44,18 @@ class ProxyError(Exception):
         self.headers = headers or {}
 
     def error_object(self) -> dict[str, Any]:
-        return {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}
+        return {
+            "message": self.message,
+            "type": self.error_type,
+            "param": self.param,
+            "code": self.code,
+        }
 
 
 class BadRequest(ProxyError):
     status = 400
     error_type = "invalid_request_error"
-    code = None
+    code: str | None = None
 
 
 class InvalidHeader(BadRequest):

@@ -84,6 +84,7 @@ class AuthSettings(_Strict):
 
 _HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_ALL_DAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class PriceWindow(_Strict):
@@ -91,9 +92,7 @@ class PriceWindow(_Strict):
     base price. Windows may wrap midnight (``start`` later than ``end``)."""
 
     name: str
-    days: list[Weekday] = Field(
-        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-    )
+    days: list[Weekday] = Field(default_factory=lambda: list(_ALL_DAYS))
     start: str
     end: str
     multiplier: float = Field(gt=0)

@@ -1,0 +1,152 @@
+"""Pure helpers for the OpenAI wire format, shared by every OpenAI-compatible provider
+(OpenAI, DeepSeek) and by the proxy: usage extraction, error parsing, SSE framing."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from adapters.errors import RateLimited, UpstreamStatus
+
+DONE_EVENT = b"data: [DONE]\n\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+def extract_usage(payload: Mapping[str, Any] | None) -> Usage | None:
+    """Usage from a ``chat.completion``, a stream chunk or an embeddings list."""
+    if not payload:
+        return None
+    usage = payload.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    prompt = _int(usage.get("prompt_tokens"))
+    details = usage.get("prompt_tokens_details")
+    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    if not cached:
+        # DeepSeek reports its disk cache separately.
+        cached = _int(usage.get("prompt_cache_hit_tokens"))
+    completion_details = usage.get("completion_tokens_details")
+    reasoning = (
+        _int(completion_details.get("reasoning_tokens"))
+        if isinstance(completion_details, dict)
+        else 0
+    )
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=_int(usage.get("completion_tokens")),
+        cached_tokens=cached,
+        reasoning_tokens=reasoning,
+    )
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date)."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000.0)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def parse_should_retry(headers: Mapping[str, str]) -> bool | None:
+    value = headers.get("x-should-retry")
+    if value == "true":
+        return True
+    if value == "false":
+        return False
+    return None
+
+
+def status_error(status: int, content: bytes, headers: Mapping[str, str]) -> UpstreamStatus:
+    """The adapter error for a non-2xx OpenAI-style answer."""
+    error: dict[str, Any]
+    try:
+        parsed = orjson.loads(content) if content else None
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+        error = parsed["error"]
+    elif isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
+        error = {"message": parsed["error"]}
+    else:
+        error = {"message": f"upstream returned HTTP {status}"}
+    retry_after = parse_retry_after(headers)
+    should_retry = parse_should_retry(headers)
+    if status == 429:
+        return RateLimited(error, retry_after=retry_after, should_retry=should_retry)
+    return UpstreamStatus(status, error, retry_after=retry_after, should_retry=should_retry)
+
+
+async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Re-frame a byte stream into complete SSE ``data`` payloads (without ``data: ``).
+
+    Events end at a blank line; comment lines and other fields are dropped; multi-line
+    ``data`` fields are joined with ``\\n`` as the SSE spec says.
+    """
+    buffer = b""
+    async for chunk in chunks:
+        buffer += chunk
+        while True:
+            end, sep_len = _event_end(buffer)
+            if end < 0:
+                break
+            raw, buffer = buffer[:end], buffer[end + sep_len :]
+            payload = _data_of(raw)
+            if payload is not None:
+                yield payload
+    if buffer.strip():
+        payload = _data_of(buffer)
+        if payload is not None:
+            yield payload
+
+
+def _event_end(buffer: bytes) -> tuple[int, int]:
+    lf = buffer.find(b"\n\n")
+    crlf = buffer.find(b"\r\n\r\n")
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        return crlf, 4
+    return lf, 2
+
+
+def _data_of(raw: bytes) -> bytes | None:
+    lines = []
+    for line in raw.splitlines():
+        if line.startswith(b"data:"):
+            value = line[5:]
+            lines.append(value[1:] if value.startswith(b" ") else value)
+    if not lines:
+        return None
+    return b"\n".join(lines)
+
+
+def frame(payload: bytes) -> bytes:
+    return b"data: " + payload + b"\n\n"

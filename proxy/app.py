@@ -1,0 +1,176 @@
+"""Building the Starlette application and the services behind it.
+
+``create_app(settings, ...)`` returns an app whose lifespan opens the database, builds one
+pooled adapter per configured provider, and starts the background writers and loops.
+Every handler is wrapped by ``_endpoint``: authenticate, run, and on failure render the
+OpenAI error envelope and write the routing-log row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from adapters.base import ChatAdapter
+from adapters.clock import Clock, SystemClock
+from adapters.deepseek import DeepSeekAdapter
+from adapters.http import make_client
+from adapters.openai import OpenAIAdapter
+from proxy import accounting, endpoints
+from proxy.auth import Authenticator
+from proxy.context import Services
+from proxy.errors import NotFound, ProxyError, render
+from proxy.http_io import LogContext
+from proxy.routelog import RouteLog
+from proxy.settings import Settings, resolve_client_keys, resolve_provider_key
+from proxy.store.db import Database
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Request, LogContext], Awaitable[Response]]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    environ: Mapping[str, str] | None = None,
+    transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+) -> Starlette:
+    """``transports`` replaces a provider's aiohttp pool (by provider name) in tests."""
+    authenticator = Authenticator(resolve_client_keys(settings, environ))
+    provider_keys = {
+        name: resolve_provider_key(name, provider, environ)
+        for name, provider in settings.providers.items()
+    }
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        db = await Database.open(settings.store.path)
+        routelog = RouteLog(db)
+        services = Services(
+            settings=settings, db=db, clock=clock or SystemClock(), routelog=routelog
+        )
+        services.chat = build_chat_adapters(settings, provider_keys, transports or {})
+        services.extras["auth"] = authenticator
+        app.state.services = services
+        routelog.start()
+        try:
+            yield
+        finally:
+            await routelog.stop()
+            for adapter in services.chat.values():
+                await adapter.aclose()
+            await db.close()
+
+    app = Starlette(
+        routes=_routes(),
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_exception, Exception: _unexpected},
+    )
+    return app
+
+
+def build_chat_adapters(
+    settings: Settings,
+    keys: Mapping[str, str | None],
+    transports: Mapping[str, httpx.AsyncBaseTransport],
+) -> dict[str, ChatAdapter]:
+    adapters: dict[str, ChatAdapter] = {}
+    server = settings.server
+    for name, provider in settings.providers.items():
+        client = make_client(
+            provider.base_url,
+            max_connections=provider.max_connections,
+            timeout=float(server.upstream_timeout),
+            connect_timeout=float(server.connect_timeout),
+            transport=transports.get(name),
+        )
+        if provider.type == "openai":
+            adapters[name] = OpenAIAdapter(
+                client, api_key=keys[name], max_response_bytes=server.max_upstream_response_bytes
+            )
+        elif provider.type == "deepseek":
+            adapters[name] = DeepSeekAdapter(
+                client, api_key=keys[name], max_response_bytes=server.max_upstream_response_bytes
+            )
+        else:
+            # Gemini is wired by its adapter module (translation + caching).
+            from proxy.gemini_wiring import build_gemini_adapter
+
+            adapters[name] = build_gemini_adapter(settings, name, client, keys[name])
+    return adapters
+
+
+def _endpoint(
+    name: str, handler: Handler, *, log_route: bool = True
+) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        ctx = LogContext(endpoint=name)
+        services: Services = request.app.state.services
+        try:
+            caller = services.extras["auth"].authenticate(request.headers.get("authorization"))
+            request.state.caller = caller
+            ctx.key_name = caller.name
+            return await handler(request, ctx)
+        except ProxyError as exc:
+            if log_route:
+                accounting.record_failure(services, ctx, status=exc.status, code=exc.code)
+            return render(exc, extra_headers={"x-request-id": ctx.request_id})
+        except Exception:
+            log.exception("unexpected error in %s (request %s)", name, ctx.request_id)
+            failure = ProxyError("The proxy hit an unexpected error; it has been logged.")
+            if log_route:
+                accounting.record_failure(services, ctx, status=500, code=failure.code)
+            return render(failure, extra_headers={"x-request-id": ctx.request_id})
+
+    return endpoint
+
+
+def _routes() -> list[BaseRoute]:
+    return [
+        Route("/healthz", endpoints.healthz, methods=["GET"]),
+        Route(
+            "/v1/chat/completions",
+            _endpoint("/v1/chat/completions", endpoints.chat_completions),
+            methods=["POST"],
+        ),
+        Route(
+            "/v1/embeddings", _endpoint("/v1/embeddings", endpoints.embeddings), methods=["POST"]
+        ),
+        Route(
+            "/v1/models",
+            _endpoint("/v1/models", endpoints.list_models, log_route=False),
+            methods=["GET"],
+        ),
+        Route(
+            "/v1/models/{model:path}",
+            _endpoint("/v1/models", endpoints.retrieve_model, log_route=False),
+            methods=["GET"],
+        ),
+    ]
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        error: ProxyError = NotFound(f"Unknown request URL: {request.method} {request.url.path}.")
+    else:
+        error = ProxyError(exc.detail or "Request failed.")
+        error.status = exc.status_code
+        error.error_type = "invalid_request_error"
+        error.code = "method_not_allowed" if exc.status_code == 405 else None
+    return render(error, extra_headers=dict(exc.headers or {}))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+    return render(ProxyError("The proxy hit an unexpected error; it has been logged."))

@@ -1,0 +1,223 @@
+"""``costroute`` / ``python -m proxy``: the command line.
+
+Each command lives in the module that owns its subject and registers itself through
+``add_parser(subparsers)``; this module only assembles them and runs the chosen one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from proxy.durations import DurationError, parse_duration
+from proxy.settings import ConfigError, Settings, load_settings, resolve_client_keys
+
+log = logging.getLogger("costroute")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(getattr(args, "log_level", "info")).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        return int(result or 0)
+    except ConfigError as exc:
+        print(f"costroute: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="costroute",
+        description="Cost-routing proxy for LLM APIs (OpenAI-compatible).",
+    )
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_serve(sub)
+    _add_check_config(sub)
+    _add_logs(sub)
+    _add_emulate(sub)
+    for module in _command_modules():
+        module.add_parser(sub)
+    return parser
+
+
+def _command_modules() -> list[Any]:
+    from proxy import demo
+
+    return [demo]
+
+
+# --- serve ---------------------------------------------------------------------------
+
+
+def _add_serve(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run the proxy")
+    p.add_argument("--config", required=True, help="path to the TOML config")
+    p.add_argument("--host", help="override server.host")
+    p.add_argument("--port", type=int, help="override server.port")
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from proxy.app import create_app
+
+    settings = load_settings(args.config)
+    host = args.host or settings.server.host
+    port = args.port if args.port is not None else settings.server.port
+    if not settings.auth.keys:
+        if not is_loopback(host) and not settings.server.allow_unauthenticated:
+            raise ConfigError(
+                f"auth.keys: no client keys are configured and the server would listen on {host}; "
+                "configure [[auth.keys]] (or bind to 127.0.0.1)"
+            )
+        log.warning("no client keys configured: every caller is accepted (loopback only)")
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=args.log_level,
+        access_log=False,
+        timeout_keep_alive=30,
+        h11_max_incomplete_event_size=64 * 1024,
+    )
+    return 0
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# --- check-config ----------------------------------------------------------------------
+
+
+def _add_check_config(sub: Any) -> None:
+    p = sub.add_parser("check-config", help="validate a config file and its environment")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=_check_config)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    resolve_client_keys(settings)
+    _print_summary(settings)
+    return 0
+
+
+def _print_summary(settings: Settings) -> None:
+    print(
+        f"config OK: {len(settings.providers)} providers, {len(settings.models)} models, "
+        f"{len(settings.auth.keys)} client keys"
+    )
+    for name, model in settings.models.items():
+        upstream = f" -> {model.upstream_model}" if model.upstream_model else ""
+        flags = [flag for flag, on in (("flex", model.flex), ("batch", model.batch)) if on]
+        print(f"  {name}{upstream} via {model.provider} ({', '.join(flags) or 'realtime only'})")
+
+
+# --- logs ------------------------------------------------------------------------------
+
+
+def _add_logs(sub: Any) -> None:
+    p = sub.add_parser("logs", help="print the routing log")
+    p.add_argument("--config", required=True)
+    p.add_argument("--since", default="1h", help="how far back (e.g. 15m, 1h, 7d)")
+    p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=_logs)
+
+
+async def _logs(args: argparse.Namespace) -> int:
+    import time
+
+    from proxy.store.db import Database
+    from proxy.store.routes import recent_routes
+
+    settings = load_settings(args.config)
+    try:
+        since = parse_duration(args.since)
+    except DurationError as exc:
+        raise ConfigError(f"--since: {exc}") from None
+    db = await Database.open(settings.store.path)
+    try:
+        rows = await recent_routes(db, since_ms=int((time.time() - since) * 1000), limit=args.limit)
+    finally:
+        await db.close()
+    rows.reverse()
+    if args.json:
+        for row in rows:
+            sys.stdout.write(orjson.dumps(row).decode() + "\n")
+    else:
+        print(format_routes(rows))
+    return 0
+
+
+def format_routes(rows: list[dict[str, Any]]) -> str:
+    import datetime as dt
+
+    header = (
+        f"{'time (UTC)':<19}  {'key':<10} {'model':<18} {'lane':<15} {'status':>6} "
+        f"{'ms':>7} {'in':>6} {'out':>5} {'cost $':>10} {'saved $':>9}  reason"
+    )
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        when = dt.datetime.fromtimestamp(row["ts_ms"] / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        lines.append(
+            f"{when:<19}  {(row['key_name'] or '-')[:10]:<10} {(row['model'] or '-')[:18]:<18} "
+            f"{row['lane'][:15]:<15} {row['status']:>6} {_num(row['latency_ms'], 1):>7} "
+            f"{_num(row['prompt_tokens']):>6} {_num(row['completion_tokens']):>5} "
+            f"{_num(row['cost_usd'], 6):>10} {_num(row['saved_usd'], 6):>9}  {row['reason']}"
+        )
+    if not rows:
+        lines.append("(no requests in this period)")
+    return "\n".join(lines)
+
+
+def _num(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" if digits else str(value)
+
+
+# --- emulate ---------------------------------------------------------------------------
+
+
+def _add_emulate(sub: Any) -> None:
+    p = sub.add_parser("emulate", help="run a provider emulator standalone")
+    p.add_argument("kind", choices=["openai", "deepseek", "gemini"])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9001)
+    p.set_defaults(func=_emulate)
+
+
+async def _emulate(args: argparse.Namespace) -> int:
+    from adapters.emulators.run import serve
+
+    await serve(args.kind, args.host, args.port)
+    return 0

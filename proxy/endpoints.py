@@ -1,0 +1,194 @@
+"""The OpenAI-compatible handlers: chat completions, embeddings, models, health.
+
+Every handler follows one straight line: authenticate, read and validate, plan, then
+either hand the request to the deferral queue or call the provider now. Failures are
+``ProxyError``s; ``proxy.app`` renders them and writes their routing-log row.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from adapters.base import Reply
+from adapters.errors import AdapterError
+from proxy import accounting
+from proxy.context import Services
+from proxy.errors import BadRequest, InvalidHeader, NotFound, UpstreamFailure
+from proxy.http_io import LogContext, parse_json, read_body
+from proxy.planner import Decision, Lane, plan
+from proxy.realtime import call_with_retries
+from proxy.streaming import relay_stream
+from proxy.tolerance import read_tolerance
+from proxy.wire import ChatRequest, EmbeddingsRequest, validate_body
+
+CACHE_HEADER = "x-context-cache"
+_CACHE_MODES = ("auto", "force", "off")
+
+
+def services_of(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+async def chat_completions(request: Request, ctx: LogContext) -> Response:
+    services = services_of(request)
+    caller = request.state.caller
+    raw = await read_body(request, services.settings.server.max_body_bytes)
+    payload = parse_json(raw)
+    chat = validate_body(ChatRequest, payload, max_messages=services.settings.server.max_messages)
+    ctx.model = chat.model
+    ctx.stream = bool(chat.stream)
+    decision = _plan(services, ctx, request, caller, chat.model, "/v1/chat/completions")
+    if decision.deferred:
+        if chat.stream:
+            raise InvalidHeader(
+                "X-Latency-Tolerance", "stream: true cannot be combined with a latency tolerance"
+            )
+        deferral: Any = services.extras["deferral"]
+        accepted: Response = await deferral.enqueue(
+            services,
+            caller,
+            endpoint="/v1/chat/completions",
+            model=chat.model,
+            body=payload,
+            decision=decision,
+            headers=request.headers,
+            request_id=ctx.request_id,
+        )
+        return accepted
+    body: dict[str, Any] = payload
+    body["model"] = decision.upstream_model
+    if decision.lane is Lane.FLEX:
+        body["service_tier"] = "flex"
+    adapter = services.chat[decision.provider]
+    passed = _adapter_headers(request)
+    if chat.stream:
+        include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+        upstream_started = time.perf_counter()
+        try:
+            stream, ctx.attempts = await call_with_retries(
+                lambda: adapter.open_stream(body, headers=passed), services.settings.retry
+            )
+        except AdapterError as error:
+            raise UpstreamFailure(error) from None
+        return relay_stream(services, ctx, stream, include_usage, upstream_started, decision)
+    return await _complete(services, ctx, decision, lambda: adapter.complete(body, headers=passed))
+
+
+async def embeddings(request: Request, ctx: LogContext) -> Response:
+    services = services_of(request)
+    caller = request.state.caller
+    raw = await read_body(request, services.settings.server.max_body_bytes)
+    payload = parse_json(raw)
+    parsed = validate_body(EmbeddingsRequest, payload)
+    ctx.model = parsed.model
+    decision = _plan(services, ctx, request, caller, parsed.model, "/v1/embeddings")
+    if decision.deferred:
+        deferral: Any = services.extras["deferral"]
+        accepted: Response = await deferral.enqueue(
+            services,
+            caller,
+            endpoint="/v1/embeddings",
+            model=parsed.model,
+            body=payload,
+            decision=decision,
+            headers=request.headers,
+            request_id=ctx.request_id,
+        )
+        return accepted
+    body: dict[str, Any] = payload
+    body["model"] = decision.upstream_model
+    adapter = services.chat[decision.provider]
+    return await _complete(services, ctx, decision, lambda: adapter.embed(body, headers={}))
+
+
+def _plan(
+    services: Services, ctx: LogContext, request: Request, caller: Any, model: str, endpoint: str
+) -> Decision:
+    if model not in services.settings.models:
+        raise BadRequest(
+            f"The model `{model}` does not exist or is not configured on this proxy.",
+            param="model",
+            code="model_not_found",
+        )
+    tolerance = read_tolerance(request.headers, caller)
+    decision = plan(
+        model=model,
+        endpoint=endpoint,
+        tolerance=tolerance,
+        settings=services.settings,
+        now=services.clock.now(),
+    )
+    ctx.provider = decision.provider
+    ctx.lane = decision.lane.value
+    ctx.reason = decision.reason
+    return decision
+
+
+async def _complete(services: Services, ctx: LogContext, decision: Decision, call: Any) -> Response:
+    started = time.perf_counter()
+    try:
+        reply, ctx.attempts = await call_with_retries(call, services.settings.retry)
+    except AdapterError as error:
+        ctx.upstream_ms = (time.perf_counter() - started) * 1000.0
+        ctx.attempts = error.attempts
+        raise UpstreamFailure(error) from None
+    ctx.upstream_ms = (time.perf_counter() - started) * 1000.0
+    lane = accounting.lane_of(decision, reply.notes)
+    headers = {**reply.headers, "x-costroute-lane": lane, "x-request-id": ctx.request_id}
+    return Response(
+        reply.body,
+        media_type="application/json",
+        headers=headers,
+        background=BackgroundTask(_log_reply, services, ctx, decision, reply, lane),
+    )
+
+
+def _log_reply(
+    services: Services, ctx: LogContext, decision: Decision, reply: Reply, lane: str
+) -> None:
+    accounting.record_success(
+        services, ctx, decision, lane=lane, payload=reply.parsed, notes=reply.notes
+    )
+
+
+def _adapter_headers(request: Request) -> dict[str, str]:
+    mode = request.headers.get(CACHE_HEADER)
+    if mode is None:
+        return {}
+    mode = mode.strip().lower()
+    if mode not in _CACHE_MODES:
+        raise InvalidHeader("X-Context-Cache", f"{mode!r} is not one of auto, force, off")
+    return {CACHE_HEADER: mode}
+
+
+async def list_models(request: Request, ctx: LogContext) -> Response:
+    services = services_of(request)
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": model.provider}
+        for name, model in services.settings.models.items()
+    ]
+    return JSONResponse({"object": "list", "data": data}, headers={"x-request-id": ctx.request_id})
+
+
+async def retrieve_model(request: Request, ctx: LogContext) -> Response:
+    services = services_of(request)
+    name = request.path_params["model"]
+    model = services.settings.models.get(name)
+    if model is None:
+        raise NotFound(f"The model `{name}` does not exist.", param="model", code="model_not_found")
+    return JSONResponse(
+        {"id": name, "object": "model", "created": 0, "owned_by": model.provider},
+        headers={"x-request-id": ctx.request_id},
+    )
+
+
+async def healthz(request: Request) -> Response:
+    services = services_of(request)
+    await services.db.fetchone("SELECT 1")
+    return JSONResponse({"status": "ok"})
