@@ -305,3 +305,16 @@ def resolve_provider_key(
             f"providers.{name}.api_key_env: environment variable {provider.api_key_env} is not set"
         )
     return secret
+
+
+def resolve_webhook_secret(
+    settings: Settings, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The HMAC key for webhook signatures; ``None`` when webhooks are not configured."""
+    name = settings.webhooks.secret_env
+    if name is None:
+        return None
+    secret = read_secret(name, environ)
+    if secret is None:
+        raise ConfigError(f"webhooks.secret_env: environment variable {name} is not set")
+    return secret

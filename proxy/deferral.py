@@ -1,0 +1,328 @@
+"""The deferral queue's request side: accepting a deferred request as a ticket (the 202
+path), waking long-polls when a ticket ends, and sending a ticket directly when the
+deadline guard or a price window says so.
+
+Enqueue writes through a ``GroupCommit``: concurrent requests share one SQLite commit,
+and each 202 is sent only after its own row is durable. The ``Idempotency-Key`` is a
+unique index ``(key_name, idempotency_key)``, so a repeated key returns the first ticket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from adapters.base import Reply
+from adapters.errors import AdapterError
+from adapters.openai_wire import Usage
+from proxy.batchfiles import upstream_body, usage_of
+from proxy.context import Caller, Services
+from proxy.errors import InvalidHeader
+from proxy.jobs import NewTicket, Outcome, Ticket, TicketStatus, new_ticket_id, ticket_object
+from proxy.planner import Decision
+from proxy.realtime import call_with_retries
+from proxy.store import tickets as store
+from proxy.store.db import GroupCommit
+from proxy.webhooks import callback_url
+
+log = logging.getLogger(__name__)
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+TICKET_HEADER = "X-Costroute-Ticket"
+_MAX_IDEMPOTENCY_KEY = 255
+
+
+def ticket_response(ticket: Ticket, status: int = 200, **headers: str) -> Response:
+    return Response(
+        orjson.dumps(ticket_object(ticket)),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def idempotency_key(headers: Mapping[str, str]) -> str | None:
+    raw = headers.get(IDEMPOTENCY_HEADER.lower())
+    if raw is None:
+        return None
+    if not 0 < len(raw) <= _MAX_IDEMPOTENCY_KEY or not all(33 <= ord(c) <= 126 for c in raw):
+        raise InvalidHeader(
+            IDEMPOTENCY_HEADER, f"use 1 to {_MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+        )
+    return raw
+
+
+class Deferral:
+    """The ticket writer and the long-poll waiters. One per process, in
+    ``services.extras["deferral"]`` (see ``install``)."""
+
+    def __init__(self, services: Services, *, webhooks_enabled: bool) -> None:
+        self._services = services
+        self.webhooks_enabled = webhooks_enabled
+        self._writer: GroupCommit[NewTicket, str] = GroupCommit(
+            services.db, store.insert_tickets, max_items=1024, name="tickets"
+        )
+        self._waiters: dict[str, list[asyncio.Event]] = {}
+        self._started = False
+
+    def start(self) -> None:
+        if not self._started:
+            self._writer.start()
+            self._started = True
+
+    async def stop(self) -> None:
+        if self._started:
+            await self._writer.stop()
+            self._started = False
+
+    async def enqueue(
+        self,
+        services: Services,
+        caller: Caller,
+        *,
+        endpoint: str,
+        model: str,
+        body: dict[str, Any],
+        decision: Decision,
+        headers: Mapping[str, str],
+        request_id: str,
+    ) -> Response:
+        """Validate the deferral headers, commit the ticket, answer 202."""
+        key = idempotency_key(headers)
+        callback = callback_url(headers, services.settings.webhooks, enabled=self.webhooks_enabled)
+        now = services.clock.now()
+        now_ms = int(now * 1000)
+        upstream = upstream_body(body, decision.upstream_model)
+        deadline = decision.deadline if decision.deadline is not None else now
+        item = NewTicket(
+            id=new_ticket_id(),
+            key_name=caller.name,
+            request_id=request_id,
+            idempotency_key=key,
+            endpoint=endpoint,
+            model=model,
+            provider=decision.provider,
+            upstream_model=decision.upstream_model,
+            lane=decision.lane.value,
+            reason=decision.reason,
+            body=upstream,
+            # About four bytes of JSON per prompt token: the budget only needs a bound.
+            est_tokens=len(upstream) // 4,
+            created_ms=now_ms,
+            deadline_ms=int(deadline * 1000),
+            not_before_ms=int((decision.not_before or 0) * 1000),
+            callback_url=callback,
+        )
+        self.start()
+        ticket_id = await self._writer.submit(item)
+        replayed = ticket_id != item.id
+        ticket = await store.get_ticket(services.db, ticket_id)
+        assert ticket is not None  # committed before submit returned
+        record_route(
+            services,
+            ts_ms=now_ms,
+            request_id=request_id,
+            key_name=caller.name,
+            endpoint=endpoint,
+            model=model,
+            provider=decision.provider,
+            lane=ticket.lane,
+            reason=f"idempotent replay of {ticket_id}" if replayed else decision.reason,
+            status=202,
+            ticket_id=ticket_id,
+        )
+        extra = {"Idempotent-Replayed": "true"} if replayed else {}
+        return ticket_response(
+            ticket,
+            202,
+            Location=f"/v1/tickets/{ticket_id}",
+            **{TICKET_HEADER: ticket_id, "x-costroute-lane": ticket.lane},
+            **extra,
+        )
+
+    # --- long-poll ---------------------------------------------------------------------
+
+    def notify(self, ticket_ids: Iterable[str]) -> None:
+        for ticket_id in ticket_ids:
+            for event in self._waiters.pop(ticket_id, ()):
+                event.set()
+
+    async def wait_final(self, ticket_id: str, key_name: str, wait: float) -> Ticket | None:
+        """The caller's ticket once final, or as it is after ``wait`` seconds."""
+        db = self._services.db
+        ticket = await store.get_owned(db, ticket_id, key_name)
+        if ticket is None or ticket.status.final or wait <= 0:
+            return ticket
+        event = asyncio.Event()
+        self._waiters.setdefault(ticket_id, []).append(event)
+        try:
+            # Re-read after registering, so a change between the two reads is not missed.
+            ticket = await store.get_owned(db, ticket_id, key_name)
+            if ticket is None or ticket.status.final:
+                return ticket
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), wait)
+            return await store.get_owned(db, ticket_id, key_name)
+        finally:
+            waiting = self._waiters.get(ticket_id)
+            if waiting is not None and event in waiting:
+                waiting.remove(event)
+                if not waiting:
+                    del self._waiters[ticket_id]
+
+
+def deferral_of(services: Services) -> Deferral:
+    found = services.extras.get("deferral")
+    if not isinstance(found, Deferral):
+        raise RuntimeError("the deferral queue is not installed (Scheduler(services) does it)")
+    return found
+
+
+# --- final states --------------------------------------------------------------------
+
+
+def record_route(services: Services, **fields: Any) -> None:
+    services.routelog.record(**fields)
+
+
+_FINAL_STATUS = {TicketStatus.COMPLETED: 200, TicketStatus.CANCELLED: 499}
+
+
+async def finalized(services: Services, items: Iterable[tuple[Ticket, Outcome, str]]) -> None:
+    """After a commit that ended tickets: wake waiters and write one routing-log row per
+    ticket with its tokens and cost. ``items`` are (ticket before, outcome, lane)."""
+    done: list[str] = []
+    now = services.clock.now()
+    for ticket, outcome, lane in items:
+        done.append(ticket.id)
+        error = outcome.error or {}
+        status = _FINAL_STATUS.get(outcome.status)
+        if status is None:
+            status = 400 if error.get("type") == "invalid_request_error" else 502
+        cost = _cost(services, ticket, outcome, lane, now)
+        record_route(
+            services,
+            ts_ms=int(now * 1000),
+            request_id=ticket.request_id,
+            key_name=ticket.key_name,
+            endpoint=ticket.endpoint,
+            model=ticket.model,
+            provider=ticket.provider,
+            lane=lane,
+            reason=outcome.detail,
+            status=status,
+            error_code=error.get("code"),
+            latency_ms=float(int(now * 1000) - ticket.created_ms),
+            attempts=max(ticket.attempts, 1),
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+            cached_tokens=outcome.cached_tokens,
+            cost_usd=cost[0] if cost else None,
+            baseline_usd=cost[1] if cost else None,
+            saved_usd=cost[2] if cost else None,
+            ticket_id=ticket.id,
+        )
+    found = services.extras.get("deferral")
+    if isinstance(found, Deferral):
+        found.notify(done)
+
+
+def _cost(
+    services: Services, ticket: Ticket, outcome: Outcome, lane: str, now: float
+) -> tuple[float, float, float] | None:
+    pricer = services.extras.get("pricer")
+    if pricer is None or outcome.prompt_tokens is None:
+        return None
+    provider = services.settings.providers[ticket.provider]
+    usage = Usage(
+        prompt_tokens=outcome.prompt_tokens,
+        completion_tokens=outcome.completion_tokens or 0,
+        cached_tokens=outcome.cached_tokens or 0,
+    )
+    result = pricer.cost(
+        provider_type=provider.type,
+        provider=ticket.provider,
+        model=ticket.upstream_model,
+        usage=usage,
+        lane=lane,
+        at=now,
+        cache_storage_usd=0.0,
+    )
+    if result is None:
+        return None
+    return (result.actual, result.baseline, result.saved)
+
+
+# --- direct sends (deadline guard, price windows) -------------------------------------
+
+
+async def send_direct(services: Services, ticket: Ticket, body: bytes) -> bool:
+    """Send a ``realtime`` ticket now with the real-time retry policy and finish it.
+    False if the ticket had already moved on (another process finished it)."""
+    adapter = services.chat.get(ticket.provider)
+    if adapter is None:
+        message = f"no adapter for provider {ticket.provider}"
+        error = {"message": message, "type": "server_error", "param": None, "code": None}
+        failed = Outcome(ticket.id, TicketStatus.FAILED, error=error, detail=message)
+        return await _finish(services, ticket, failed)
+    request = orjson.loads(body)
+    embed = ticket.endpoint.endswith("/embeddings")
+
+    async def call() -> Reply:
+        if embed:
+            return await adapter.embed(request, headers={})
+        return await adapter.complete(request, headers={})
+
+    try:
+        reply, attempts = await call_with_retries(call, services.settings.retry)
+    except AdapterError as exc:
+        tries = int(getattr(exc, "attempts", 1) or 1)
+        log.warning("ticket %s: direct send failed: %s", ticket.id, exc.message)
+        detail = f"direct send failed after {tries} attempt(s)"
+        failed = Outcome(ticket.id, TicketStatus.FAILED, error=exc.error_object(), detail=detail)
+        return await _finish(services, ticket, failed, attempts=tries)
+    usage = usage_of(reply.parsed if reply.parsed is not None else _parse(reply.body))
+    outcome = Outcome(
+        ticket.id,
+        TicketStatus.COMPLETED,
+        result=reply.body,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cached_tokens=usage.cached_tokens,
+        detail=f"sent directly ({ticket.lane})",
+    )
+    return await _finish(services, ticket, outcome, attempts=attempts)
+
+
+async def _finish(
+    services: Services, ticket: Ticket, outcome: Outcome, *, attempts: int = 1
+) -> bool:
+    now_ms = int(services.clock.now() * 1000)
+    async with services.db.transaction() as conn:
+        done = await store.finish(
+            conn,
+            ticket,
+            outcome.status,
+            now_ms=now_ms,
+            detail=outcome.detail,
+            result=outcome.result,
+            error=outcome.error,
+            usage=(outcome.prompt_tokens, outcome.completion_tokens, outcome.cached_tokens),
+            attempts_delta=attempts,
+        )
+    if done:
+        await finalized(services, [(ticket, outcome, ticket.lane)])
+    return done
+
+
+def _parse(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None

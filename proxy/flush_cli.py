@@ -1,0 +1,88 @@
+"""``costroute flush --config PATH``: submit every queued batch group now, without a
+running server (the same work as ``POST /admin/flush``), and the batch adapters' wiring
+shared with the app."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from adapters.base import BatchAdapter
+from adapters.clock import Clock, SystemClock
+from adapters.http import make_client
+from adapters.openai_batch import OpenAIBatchAdapter
+from proxy.context import Services
+from proxy.routelog import RouteLog
+from proxy.scheduler import FlushSummary, flush_now
+from proxy.settings import Settings, load_settings, resolve_provider_key
+from proxy.store.db import Database
+
+
+def build_batch_adapters(
+    settings: Settings,
+    keys: Mapping[str, str | None],
+    transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+) -> dict[str, BatchAdapter]:
+    """One batch adapter per provider with a batch lane (OpenAI), keyed like ``chat``.
+    ``transports`` replaces a provider's connection pool (tests)."""
+    adapters: dict[str, BatchAdapter] = {}
+    for name, provider in settings.providers.items():
+        if provider.type != "openai":
+            continue
+        client = make_client(
+            provider.base_url,
+            max_connections=8,
+            timeout=float(settings.server.upstream_timeout),
+            connect_timeout=float(settings.server.connect_timeout),
+            transport=(transports or {}).get(name),
+        )
+        adapters[name] = OpenAIBatchAdapter(client, api_key=keys.get(name))
+    return adapters
+
+
+async def flush_offline(
+    settings: Settings,
+    keys: Mapping[str, str | None],
+    *,
+    clock: Clock | None = None,
+    transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+) -> FlushSummary:
+    db = await Database.open(settings.store.path)
+    routelog = RouteLog(db)
+    routelog.start()
+    services = Services(settings=settings, db=db, clock=clock or SystemClock(), routelog=routelog)
+    services.batch = build_batch_adapters(settings, keys, transports)
+    try:
+        return await flush_now(services)
+    finally:
+        for adapter in services.batch.values():
+            await adapter.aclose()
+        await routelog.stop()
+        await db.close()
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("flush", help="submit every queued batch now (admin, offline)")
+    p.add_argument("--config", required=True, help="path to the TOML config")
+    p.set_defaults(func=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    keys = {
+        name: resolve_provider_key(name, provider)
+        for name, provider in settings.providers.items()
+        if provider.type == "openai"
+    }
+    summary = await flush_offline(settings, keys)
+    print(f"flushed {summary.tickets} tickets into {len(summary.batches)} batches")
+    for batch_id in summary.batches:
+        print(f"  submitted {batch_id}")
+    for reason in summary.held:
+        print(f"  held: {reason}")
+    for batch_id in summary.failed:
+        print(f"  not submitted (tickets kept): {batch_id}")
+    return 1 if summary.failed else 0

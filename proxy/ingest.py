@@ -1,0 +1,142 @@
+"""Ingesting a finished provider batch: stream its output and error files, apply each
+line's outcome to its ticket, then settle the tickets no line spoke for.
+
+"completed" never means every line succeeded: each line is classified on its own
+(``proxy.batchfiles.outcome_of``). Expired and cancelled batches keep their finished
+lines and requeue the rest; a batch that failed validation fails the tickets whose lines
+were bad and requeues the others (without charging an attempt when the provider only
+refused for capacity). Ingestion is idempotent: every update is conditional on the ticket
+still waiting on this batch, so a crash mid-ingest followed by a second run finishes each
+ticket exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from adapters.base import BatchAdapter, BatchInfo, BatchStatus
+from proxy.batchfiles import error_object, outcome_of
+from proxy.context import Services
+from proxy.deferral import finalized
+from proxy.jobs import Batch, BatchState, Outcome, TicketStatus
+from proxy.store import batches as bstore
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    # The provider refused the batch for capacity (enqueued-token limit): hold the group.
+    capacity_refusal: bool = False
+    failure_rate: float = 0.0
+
+
+async def ingest(services: Services, batch: Batch, info: BatchInfo) -> Ingested:
+    """Apply a final batch's results and close it. Download errors propagate (as
+    ``AdapterError``) with the batch still ``submitted``, so the next poll retries."""
+    adapter = services.batch[batch.provider]
+    for file_id in (info.output_file_id, info.error_file_id):
+        if file_id:
+            await _ingest_file(services, adapter, batch, file_id)
+    refusal = False
+    if info.status is BatchStatus.FAILED:
+        refusal = await _validation_failed(services, batch, info)
+    rest = await bstore.unresolved_ids(services.db, batch.id)
+    if rest:
+        code = {
+            BatchStatus.EXPIRED: "batch_expired",
+            BatchStatus.CANCELLED: "batch_cancelled",
+        }.get(info.status, "missing_result")
+        message = f"The batch ended {info.status} without a result for this request."
+        error = error_object({"code": code, "message": message}, status_code=None)
+        detail = f"batch {info.status}: no result, requeued"
+        await apply(
+            services,
+            batch,
+            [Outcome(t, TicketStatus.QUEUED, error=error, detail=detail) for t in rest],
+        )
+    await bstore.close(
+        services.db,
+        batch.id,
+        BatchState(info.status.value),
+        now_ms=int(services.clock.now() * 1000),
+        completed=info.completed,
+        failed=info.failed,
+        errors=info.errors,
+    )
+    total = info.total or batch.line_count
+    log.info("batch %s: %s, %d of %d lines failed", batch.id, info.status, info.failed, total)
+    return Ingested(refusal, info.failed / total if total else 0.0)
+
+
+async def _ingest_file(
+    services: Services, adapter: BatchAdapter, batch: Batch, file_id: str
+) -> None:
+    pending: list[Outcome] = []
+    async for raw in adapter.file_lines(file_id):
+        outcome = outcome_of(raw)
+        if outcome is None:
+            continue
+        pending.append(outcome)
+        if len(pending) >= _CHUNK:
+            await apply(services, batch, pending)
+            pending = []
+    if pending:
+        await apply(services, batch, pending)
+
+
+async def _validation_failed(services: Services, batch: Batch, info: BatchInfo) -> bool:
+    """Fail the tickets of bad lines (line numbers map back through the id order the
+    file was written in) and requeue the rest. True for a pure capacity refusal."""
+    ids: list[str] | None = None
+    bad: list[Outcome] = []
+    capacity = False
+    for item in info.errors:
+        code = str(item.get("code") or "")
+        line = item.get("line")
+        if isinstance(line, int) and line >= 1:
+            if ids is None:
+                ids = await bstore.ticket_ids_of(services.db, batch.id)
+            if line <= len(ids):
+                error = error_object({**item, "type": "invalid_request_error"}, status_code=400)
+                detail = f"batch validation: line {line} {code}"
+                bad.append(Outcome(ids[line - 1], TicketStatus.FAILED, error=error, detail=detail))
+        elif "limit" in code:
+            capacity = True
+    if bad:
+        await apply(services, batch, bad)
+    rest = await bstore.unresolved_ids(services.db, batch.id)
+    first = dict(info.errors[0]) if info.errors else {"code": "batch_failed"}
+    first.setdefault("message", "The batch failed validation.")
+    error = error_object(first, status_code=None)
+    detail = f"batch failed validation ({first.get('code')}): requeued"
+    refund = capacity and not bad
+    requeue = [Outcome(t, TicketStatus.QUEUED, error=error, detail=detail) for t in rest]
+    await apply(services, batch, requeue, refund=refund)
+    return refund
+
+
+async def apply(
+    services: Services, batch: Batch, outcomes: Sequence[Outcome], *, refund: bool = False
+) -> None:
+    applied = await bstore.apply_outcomes(
+        services.db,
+        batch.id,
+        outcomes,
+        now_ms=int(services.clock.now() * 1000),
+        max_attempts=services.settings.batch.max_attempts,
+        refund=refund,
+    )
+    for ticket_id, status in applied.ignored:
+        log.warning(
+            "ticket %s: late result from batch %s ignored (ticket is %s)",
+            ticket_id,
+            batch.id,
+            status,
+        )
+    if applied.final:
+        await finalized(services, [(t, o, t.lane) for t, o in applied.final])

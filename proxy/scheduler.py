@@ -1,0 +1,485 @@
+"""The deferral queue's background work. Each step is a ``*_once`` method that reads the
+time from ``services.clock`` (tests drive them with a ``ManualClock``, no sleeping);
+``start()`` runs them in loops.
+
+- ``flush_once``: group queued batch-lane tickets by (provider, upstream model, endpoint)
+  (one model per batch file), and when a group is due (size threshold, oldest ticket
+  waited ``batch.max_wait``, a deadline needs it, or forced) claim its most urgent tickets
+  into a local ``created`` batch (within ``max_lines``/``max_bytes``, the provider's
+  ``max_active_batches`` and the model's enqueued-token budget), stream the JSONL upload,
+  create the provider batch with ``metadata.costroute_batch_id``, mark it ``submitted``.
+- ``poll_once``: retrieve due batches with backoff; on a final status stream the output
+  and error files, apply per-line outcomes, requeue what is left, close the batch.
+- ``guard_once``: tickets near their deadline (and off-peak tickets whose cheaper window
+  opened) go ``realtime`` and are sent directly.
+- ``webhooks_once``: deliver due webhooks.
+- ``reconcile_at_startup``: settle local ``created`` batches after a crash: adopt the ones
+  the provider knows by metadata, requeue the tickets of the ones it never saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from adapters.base import BatchAdapter, BatchInfo
+from adapters.errors import AdapterError, UpstreamStatus
+from proxy import webhooks
+from proxy.batchfiles import jsonl, line_overhead
+from proxy.context import Services
+from proxy.deferral import Deferral, send_direct
+from proxy.durations import format_duration
+from proxy.ingest import ingest
+from proxy.jobs import Batch, BatchState, Ticket, new_batch_id
+from proxy.settings import resolve_webhook_secret
+from proxy.store import batches as bstore
+from proxy.store import tickets as tstore
+
+log = logging.getLogger(__name__)
+
+METADATA_KEY = "costroute_batch_id"
+# A ``created`` batch older than this with no upload in flight had its outcome lost
+# (e.g. a timeout while creating it): the poll loop reconciles it.
+RECONCILE_GRACE_MS = 120_000
+_LIST_CAP = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class FlushSummary:
+    batches: tuple[str, ...] = ()
+    tickets: int = 0
+    held: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "object": "flush",
+            "batches": list(self.batches),
+            "tickets": self.tickets,
+            "held": list(self.held),
+            "failed": list(self.failed),
+        }
+
+
+class Scheduler:
+    def __init__(
+        self,
+        services: Services,
+        *,
+        webhook_client: httpx.AsyncClient | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.services = services
+        settings = services.settings
+        self._secret = resolve_webhook_secret(settings, environ)
+        enabled = self._secret is not None and bool(settings.webhooks.allowed_hosts)
+        self.deferral = Deferral(services, webhooks_enabled=enabled)
+        services.extras["deferral"] = self.deferral
+        services.extras["scheduler"] = self
+        self._webhook_client = webhook_client
+        self._own_client = webhook_client is None
+        self._inflight: set[str] = set()
+        self._flush_lock = asyncio.Lock()
+        self._sending: dict[str, asyncio.Task[None]] = {}
+        self._send_limit = asyncio.Semaphore(16)
+        self._cooldown: dict[tuple[str, str], int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        # Recent monitoring warnings, newest last (also logged).
+        self.alerts: collections.deque[str] = collections.deque(maxlen=200)
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.deferral.start()
+        try:
+            await self.reconcile_at_startup()
+        except Exception:
+            log.exception("start-up reconciliation failed; the poll loop will retry it")
+        batch = self.services.settings.batch
+        tick = max(0.2, float(min(batch.flush_interval, batch.poll_interval)))
+        steps: list[tuple[str, float, Callable[[], Awaitable[Any]]]] = [
+            ("flush", max(0.2, float(batch.flush_interval)), self.flush_once),
+            ("poll", tick, self.poll_once),
+            ("guard", tick, lambda: self.guard_once(wait=False)),
+            ("webhooks", tick, self.webhooks_once),
+        ]
+        self._tasks = [
+            asyncio.create_task(self._loop(name, every, step), name=f"scheduler-{name}")
+            for name, every, step in steps
+        ]
+
+    async def stop(self) -> None:
+        tasks = self._tasks + list(self._sending.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self.deferral.stop()
+        if self._own_client and self._webhook_client is not None:
+            await self._webhook_client.aclose()
+            self._webhook_client = None
+
+    async def run(self) -> None:
+        """Run the loops until cancelled."""
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
+    async def _loop(self, name: str, every: float, step: Callable[[], Awaitable[Any]]) -> None:
+        while True:
+            try:
+                await step()
+            except Exception:
+                log.exception("scheduler %s step failed; retrying", name)
+            await asyncio.sleep(every)
+
+    def _now_ms(self) -> int:
+        return int(self.services.clock.now() * 1000)
+
+    def _alert(self, message: str) -> None:
+        log.warning("%s", message)
+        self.alerts.append(message)
+
+    # --- flush -------------------------------------------------------------------------
+
+    async def flush_once(self, *, force: bool = False) -> FlushSummary:
+        async with self._flush_lock:
+            return await self._flush(force)
+
+    async def _flush(self, force: bool) -> FlushSummary:
+        db, settings = self.services.db, self.services.settings
+        now_ms = self._now_ms()
+        await self._watch_queue(now_ms)
+        created: list[str] = []
+        held: list[str] = []
+        failed: list[str] = []
+        count = 0
+        skip: set[tuple[str, str, str]] = set()
+        while True:
+            picked = None
+            live = await bstore.live_by_provider(db)
+            for group in await bstore.queued_groups(db):
+                key = (group.provider, group.model, group.endpoint)
+                if key in skip or self._due(group, now_ms, force) is None:
+                    continue
+                skip_reason = await self._blocked(group, live, now_ms)
+                if skip_reason is not None:
+                    held.append(f"{group.model} {group.endpoint}: {skip_reason}")
+                    skip.add(key)
+                    continue
+                picked = group
+                break
+            if picked is None:
+                break
+            key = (picked.provider, picked.model, picked.endpoint)
+            batch = await bstore.claim(
+                db,
+                batch_id=new_batch_id(),
+                group=picked,
+                now_ms=now_ms,
+                max_lines=settings.batch.max_lines,
+                max_bytes=settings.batch.max_bytes,
+                line_overhead=line_overhead(picked.endpoint),
+                token_room=await self._token_room(picked.provider, picked.model),
+            )
+            if batch is None:
+                skip.add(key)
+                continue
+            log.info(
+                "batch %s: %d %s tickets for %s (%s)",
+                batch.id, batch.line_count, picked.endpoint, picked.model,
+                self._due(picked, now_ms, force),
+            )  # fmt: skip
+            if await self._submit(self.services.batch[picked.provider], batch):
+                created.append(batch.id)
+                count += batch.line_count
+            else:
+                failed.append(batch.id)
+                skip.add(key)
+        return FlushSummary(tuple(created), count, tuple(held), tuple(failed))
+
+    def _due(self, group: bstore.Group, now_ms: int, force: bool) -> str | None:
+        batch = self.services.settings.batch
+        if force:
+            return "flush requested"
+        if group.count >= batch.flush_lines:
+            return f"{group.count} tickets >= batch.flush_lines"
+        if now_ms - group.oldest_ms >= batch.max_wait * 1000:
+            return f"oldest ticket waited batch.max_wait {format_duration(batch.max_wait)}"
+        room = (batch.min_tolerance + batch.flush_interval) * 1000
+        if group.earliest_deadline_ms - now_ms <= room:
+            return "a deadline needs it"
+        return None
+
+    async def _blocked(self, group: bstore.Group, live: dict[str, int], now_ms: int) -> str | None:
+        if group.provider not in self.services.batch:
+            return f"no batch adapter for provider {group.provider}"
+        limit = self.services.settings.providers[group.provider].max_active_batches
+        if live.get(group.provider, 0) >= limit:
+            return f"waiting: {group.provider} max_active_batches ({limit}) reached"
+        if self._cooldown.get((group.provider, group.model), 0) > now_ms:
+            return "waiting: the provider's enqueued-token limit was hit recently"
+        room = await self._token_room(group.provider, group.model)
+        if room is not None and room <= 0:
+            return "waiting: enqueued_token_budget is used by live batches"
+        return None
+
+    async def _token_room(self, provider: str, upstream: str) -> int | None:
+        settings = self.services.settings
+        budgets = [
+            m.enqueued_token_budget
+            for name, m in settings.models.items()
+            if m.provider == provider
+            and settings.upstream_model(name) == upstream
+            and m.enqueued_token_budget is not None
+        ]
+        if not budgets:
+            return None
+        used = await bstore.live_tokens(self.services.db, provider, upstream)
+        # With nothing in flight the first ticket always goes (see ``claim``).
+        return max(min(budgets) - used, 1 if used == 0 else 0)
+
+    async def _submit(self, adapter: BatchAdapter, batch: Batch) -> bool:
+        """Upload and create one claimed batch. Whatever happens, no ticket is lost: a
+        refusal requeues the tickets; an unknown outcome (a timeout or a retryable
+        answer while creating) is left to reconciliation, which looks for the batch's
+        metadata upstream before requeueing anything."""
+        db = self.services.db
+        self._inflight.add(batch.id)
+        phase = "upload"
+        try:
+            lines = jsonl(bstore.lines_of(db, batch.id), batch.endpoint)
+            file_id = await adapter.upload_jsonl(lines, filename=f"{batch.id}.jsonl")
+            await bstore.set_input_file(db, batch.id, file_id)
+            phase = "create"
+            info = await adapter.create_batch(
+                input_file_id=file_id, endpoint=batch.endpoint, metadata={METADATA_KEY: batch.id}
+            )
+        except AdapterError as exc:
+            # No batch can exist upstream without its file, nor after a clear refusal.
+            if phase == "upload" or (isinstance(exc, UpstreamStatus) and not exc.retryable):
+                reason = f"{phase} failed: {exc.message}"
+                await bstore.release(db, batch.id, now_ms=self._now_ms(), reason=reason)
+                log.warning("batch %s: %s; tickets requeued", batch.id, reason)
+            else:
+                log.warning("batch %s: create outcome unknown (%s)", batch.id, exc.message)
+            return False
+        finally:
+            self._inflight.discard(batch.id)
+        now_ms = self._now_ms()
+        return await bstore.mark_submitted(
+            db,
+            batch.id,
+            provider_batch_id=info.id,
+            input_file_id=file_id,
+            now_ms=now_ms,
+            next_poll_ms=now_ms + self.services.settings.batch.poll_interval * 1000,
+        )
+
+    # --- reconcile ---------------------------------------------------------------------
+
+    async def reconcile_at_startup(self) -> tuple[int, int]:
+        """(adopted, released) local batches that were ``created`` when we stopped."""
+        return await self._reconcile(grace_ms=0)
+
+    async def _reconcile(self, *, grace_ms: int) -> tuple[int, int]:
+        db = self.services.db
+        now_ms = self._now_ms()
+        stale = [
+            b
+            for b in await bstore.batches_in(db, BatchState.CREATED)
+            if b.id not in self._inflight and now_ms - b.created_ms >= grace_ms
+        ]
+        adopted = released = 0
+        for provider in sorted({b.provider for b in stale}):
+            adapter = self.services.batch.get(provider)
+            if adapter is None:
+                continue
+            mine = [b for b in stale if b.provider == provider]
+            try:
+                found, complete = await _find_by_metadata(adapter, {b.id for b in mine})
+            except AdapterError as exc:
+                log.warning(
+                    "reconcile %s: cannot list batches (%s); will retry", provider, exc.message
+                )
+                continue
+            for batch in mine:
+                info = found.get(batch.id)
+                if info is not None:
+                    await bstore.mark_submitted(
+                        db, batch.id, provider_batch_id=info.id, input_file_id=info.input_file_id,
+                        now_ms=now_ms, next_poll_ms=now_ms,
+                    )  # fmt: skip
+                    log.warning(
+                        "batch %s: adopted provider batch %s after a restart", batch.id, info.id
+                    )
+                    adopted += 1
+                elif complete:
+                    await bstore.release(
+                        db, batch.id, now_ms=now_ms, reason="batch never reached the provider"
+                    )
+                    log.warning("batch %s: never reached the provider; tickets requeued", batch.id)
+                    released += 1
+                else:
+                    self._alert(
+                        f"batch {batch.id}: not found in the first {_LIST_CAP} provider batches"
+                    )
+        return adopted, released
+
+    # --- poll and ingest ---------------------------------------------------------------
+
+    async def poll_once(self) -> int:
+        """Poll due batches; returns how many answered."""
+        db, batch_cfg = self.services.db, self.services.settings.batch
+        await self._reconcile(grace_ms=RECONCILE_GRACE_MS)
+        answered = 0
+        for batch in await bstore.batches_in(db, BatchState.SUBMITTED):
+            now_ms = self._now_ms()
+            if batch.next_poll_ms is not None and batch.next_poll_ms > now_ms:
+                continue
+            adapter = self.services.batch.get(batch.provider)
+            if adapter is None or batch.provider_batch_id is None:
+                continue
+            try:
+                info = await adapter.retrieve_batch(batch.provider_batch_id)
+            except AdapterError as exc:
+                failures = batch.poll_failures + 1
+                delay = min(batch_cfg.poll_interval * 2**failures, 3600)
+                await bstore.record_poll(
+                    db, batch.id, next_poll_ms=now_ms + delay * 1000, poll_failures=failures
+                )
+                log.warning("batch %s: poll failed (%s); next in %ss", batch.id, exc.message, delay)
+                continue
+            answered += 1
+            if info.status.final:
+                await self._ingest(batch, info)
+                continue
+            age_s = (now_ms - (batch.submitted_ms or batch.created_ms)) / 1000
+            if age_s > batch_cfg.stuck_after:
+                self._alert(
+                    f"batch {batch.id} ({info.id}) is {info.status} after {format_duration(age_s)} "
+                    f"(> batch.stuck_after {format_duration(batch_cfg.stuck_after)})"
+                )
+            # Poll young batches often and old ones less: most finish well inside 24 h.
+            interval = max(batch_cfg.poll_interval, min(age_s / 10, batch_cfg.poll_interval * 10))
+            await bstore.record_poll(
+                db, batch.id, next_poll_ms=now_ms + int(interval * 1000), poll_failures=0,
+                completed=info.completed, failed=info.failed,
+            )  # fmt: skip
+        return answered
+
+    async def _ingest(self, batch: Batch, info: BatchInfo) -> None:
+        try:
+            result = await ingest(self.services, batch, info)
+        except AdapterError as exc:
+            now_ms = self._now_ms()
+            delay = self.services.settings.batch.poll_interval * 1000
+            await bstore.record_poll(
+                self.services.db,
+                batch.id,
+                next_poll_ms=now_ms + delay,
+                poll_failures=batch.poll_failures + 1,
+            )
+            log.warning("batch %s: result download failed (%s); will retry", batch.id, exc.message)
+            return
+        batch_cfg = self.services.settings.batch
+        if result.capacity_refusal:
+            hold = max(batch_cfg.max_wait, 60) * 1000
+            self._cooldown[(batch.provider, batch.model)] = self._now_ms() + hold
+        if result.failure_rate > batch_cfg.alert_failure_rate:
+            self._alert(
+                f"batch {batch.id} ({info.id}) {info.status}: {result.failure_rate:.0%} of its "
+                f"lines failed (> batch.alert_failure_rate {batch_cfg.alert_failure_rate:.0%})"
+            )
+
+    async def _watch_queue(self, now_ms: int) -> None:
+        oldest = await tstore.oldest_queued_ms(self.services.db)
+        limit = self.services.settings.batch.alert_queue_age
+        if oldest is not None and now_ms - oldest > limit * 1000:
+            age = format_duration((now_ms - oldest) // 1000)
+            self._alert(f"oldest queued ticket has waited {age} (> batch.alert_queue_age)")
+
+    # --- guard and direct sends --------------------------------------------------------
+
+    async def guard_once(self, *, wait: bool = True) -> list[str]:
+        """Escalate tickets near their deadline (and off-peak tickets whose window opened)
+        to a direct send; with ``wait`` the sends are awaited (tests)."""
+        margin = self.services.settings.batch.deadline_margin * 1000
+        moved = await tstore.escalate_due(self.services.db, now_ms=self._now_ms(), margin_ms=margin)
+        for ticket, reason in moved:
+            log.warning(
+                "ticket %s (%s, was %s): %s", ticket.id, ticket.model, ticket.status, reason
+            )
+        rows = await tstore.realtime_batch(self.services.db, limit=200)
+        tasks: list[asyncio.Task[None]] = []
+        for ticket, body in rows:
+            if ticket.id not in self._sending:
+                task = asyncio.create_task(self._send_one(ticket, body))
+                self._sending[ticket.id] = task
+                tasks.append(task)
+        if wait and tasks:
+            await asyncio.gather(*tasks)
+        return [ticket.id for ticket, _ in moved]
+
+    async def _send_one(self, ticket: Ticket, body: bytes) -> None:
+        try:
+            async with self._send_limit:
+                await send_direct(self.services, ticket, body)
+        except Exception:
+            log.exception("ticket %s: direct send crashed; it will be retried", ticket.id)
+        finally:
+            self._sending.pop(ticket.id, None)
+
+    # --- webhooks ----------------------------------------------------------------------
+
+    async def webhooks_once(self) -> int:
+        """Attempt every due delivery; returns how many succeeded."""
+        if self._secret is None:
+            return 0
+        if self._webhook_client is None:
+            self._webhook_client = webhooks.client(self.services.settings.webhooks)
+        return await webhooks.deliver_due(self.services, self._webhook_client, self._secret)
+
+    async def flush_now(self) -> FlushSummary:
+        """``POST /admin/flush`` and ``costroute flush``: every due-or-not group now."""
+        return await self.flush_once(force=True)
+
+
+async def _find_by_metadata(
+    adapter: BatchAdapter, wanted: set[str]
+) -> tuple[dict[str, BatchInfo], bool]:
+    """Provider batches whose metadata names one of ``wanted``; the flag says whether
+    the whole list was seen (so a missing one truly never reached the provider)."""
+    found: dict[str, BatchInfo] = {}
+    seen = 0
+    async for info in adapter.list_batches():
+        local = info.metadata.get(METADATA_KEY)
+        if local in wanted:
+            found[local] = info
+            if len(found) == len(wanted):
+                return found, True
+        seen += 1
+        if seen >= _LIST_CAP:
+            return found, False
+    return found, True
+
+
+async def flush_now(services: Services) -> FlushSummary:
+    """Flush through the running scheduler, or a temporary one (the offline CLI)."""
+    found = services.extras.get("scheduler")
+    if isinstance(found, Scheduler):
+        return await found.flush_now()
+    scheduler = Scheduler(services)
+    await scheduler._reconcile(grace_ms=RECONCILE_GRACE_MS)
+    return await scheduler.flush_now()

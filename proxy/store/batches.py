@@ -1,0 +1,383 @@
+"""SQL for batches: claiming queued tickets into a local batch, recording the provider's
+view of it, and applying per-line outcomes idempotently.
+
+Crash safety rests on two rules kept here. A batch row and the claim of its tickets are
+one transaction written before any upstream call (so a ticket is never in two live
+batches), and every outcome is applied with ``WHERE id=? AND status='submitted' AND
+batch_id=?`` (so re-ingesting a batch after a crash finishes each ticket once, and a
+late line for a ticket the deadline guard took over is ignored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from proxy.jobs import Batch, BatchState, Outcome, Ticket, TicketStatus, check_batch
+from proxy.store.db import Database
+from proxy.store.tickets import (
+    COLUMNS,
+    add_events,
+    add_webhooks,
+    chunks,
+    marks,
+    ticket_from_row,
+)
+
+_BATCH_COLUMNS = (
+    "id, provider, model, endpoint, status, created_ms, line_count, bytes, est_tokens, "
+    "provider_batch_id, input_file_id, submitted_ms, next_poll_ms, poll_failures"
+)
+
+
+def _batch(row: Sequence[Any]) -> Batch:
+    return Batch(
+        id=row[0],
+        provider=row[1],
+        model=row[2],
+        endpoint=row[3],
+        status=BatchState(row[4]),
+        created_ms=row[5],
+        line_count=row[6],
+        bytes=row[7],
+        est_tokens=row[8],
+        provider_batch_id=row[9],
+        input_file_id=row[10],
+        submitted_ms=row[11],
+        next_poll_ms=row[12],
+        poll_failures=row[13],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Queued batch-lane tickets sharing what one provider batch file must share."""
+
+    provider: str
+    model: str
+    endpoint: str
+    count: int
+    oldest_ms: int
+    earliest_deadline_ms: int
+
+
+async def queued_groups(db: Database) -> list[Group]:
+    rows = await db.fetchall(
+        "SELECT provider, upstream_model, endpoint, COUNT(*), MIN(created_ms), "
+        "MIN(deadline_ms) FROM tickets WHERE status = 'queued' AND lane = 'batch' "
+        "GROUP BY provider, upstream_model, endpoint ORDER BY MIN(deadline_ms)"
+    )
+    return [Group(*row) for row in rows]
+
+
+async def live_by_provider(db: Database) -> dict[str, int]:
+    rows = await db.fetchall(
+        "SELECT provider, COUNT(*) FROM batches WHERE status IN ('created', 'submitted') "
+        "GROUP BY provider"
+    )
+    return {row[0]: row[1] for row in rows}
+
+
+async def live_tokens(db: Database, provider: str, model: str) -> int:
+    row = await db.fetchone(
+        "SELECT COALESCE(SUM(est_tokens), 0) FROM batches WHERE provider = ? AND model = ? "
+        "AND status IN ('created', 'submitted')",
+        (provider, model),
+    )
+    return 0 if row is None else int(row[0])
+
+
+async def claim(
+    db: Database,
+    *,
+    batch_id: str,
+    group: Group,
+    now_ms: int,
+    max_lines: int,
+    max_bytes: int,
+    line_overhead: int,
+    token_room: int | None,
+) -> Batch | None:
+    """Write a ``created`` batch holding the most urgent queued tickets of ``group``
+    that fit the line, byte and token limits; ``None`` if nothing fits."""
+    async with db.transaction() as conn:
+        async with conn.execute(
+            "SELECT id, length(body), est_tokens FROM tickets WHERE status = 'queued' "
+            "AND lane = 'batch' AND provider = ? AND upstream_model = ? AND endpoint = ? "
+            "ORDER BY deadline_ms, created_ms LIMIT ?",
+            (group.provider, group.model, group.endpoint, max_lines),
+        ) as cursor:
+            candidates = await cursor.fetchall()
+        ids: list[str] = []
+        size = tokens = 0
+        for ticket_id, body_len, est in candidates:
+            line = body_len + len(ticket_id) + line_overhead
+            if ids and size + line > max_bytes:
+                break
+            # The first ticket always goes, so one large request cannot block its group.
+            if ids and token_room is not None and tokens + est > token_room:
+                break
+            ids.append(ticket_id)
+            size += line
+            tokens += est
+        if not ids:
+            return None
+        await conn.execute(
+            "INSERT INTO batches (id, provider, model, endpoint, status, line_count, bytes, "
+            "est_tokens, created_ms) VALUES (?, ?, ?, ?, 'created', ?, ?, ?, ?)",
+            (batch_id, group.provider, group.model, group.endpoint, len(ids), size, tokens,
+             now_ms),
+        )  # fmt: skip
+        await conn.executemany(
+            "UPDATE tickets SET status = 'submitted', batch_id = ?, attempts = attempts + 1, "
+            "updated_ms = ? WHERE id = ? AND status = 'queued'",
+            [(batch_id, now_ms, ticket_id) for ticket_id in ids],
+        )
+        await add_events(
+            conn, ((tid, now_ms, "queued", "submitted", f"claimed by {batch_id}") for tid in ids)
+        )
+    return Batch(
+        id=batch_id,
+        provider=group.provider,
+        model=group.model,
+        endpoint=group.endpoint,
+        status=BatchState.CREATED,
+        created_ms=now_ms,
+        line_count=len(ids),
+        bytes=size,
+        est_tokens=tokens,
+    )
+
+
+async def lines_of(
+    db: Database, batch_id: str, page: int = 1000
+) -> AsyncIterator[tuple[str, bytes]]:
+    """(ticket id, upstream body) of a batch in id order, a page at a time: the order
+    that maps a validation error's line number back to its ticket."""
+    last = ""
+    while True:
+        rows = await db.fetchall(
+            "SELECT id, body FROM tickets WHERE batch_id = ? AND id > ? ORDER BY id LIMIT ?",
+            (batch_id, last, page),
+        )
+        for row in rows:
+            yield row[0], bytes(row[1])
+        if len(rows) < page:
+            return
+        last = rows[-1][0]
+
+
+async def ticket_ids_of(db: Database, batch_id: str) -> list[str]:
+    rows = await db.fetchall("SELECT id FROM tickets WHERE batch_id = ? ORDER BY id", (batch_id,))
+    return [row[0] for row in rows]
+
+
+async def get_batch(db: Database, batch_id: str) -> Batch | None:
+    row = await db.fetchone(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE id = ?", (batch_id,))
+    return None if row is None else _batch(row)
+
+
+async def batches_in(db: Database, state: BatchState) -> list[Batch]:
+    rows = await db.fetchall(
+        f"SELECT {_BATCH_COLUMNS} FROM batches WHERE status = ? ORDER BY created_ms",
+        (state.value,),
+    )
+    return [_batch(row) for row in rows]
+
+
+async def set_input_file(db: Database, batch_id: str, file_id: str) -> None:
+    async with db.transaction() as conn:
+        await conn.execute(
+            "UPDATE batches SET input_file_id = ? WHERE id = ? AND status = 'created'",
+            (file_id, batch_id),
+        )
+
+
+async def mark_submitted(
+    db: Database,
+    batch_id: str,
+    *,
+    provider_batch_id: str,
+    input_file_id: str,
+    now_ms: int,
+    next_poll_ms: int,
+) -> bool:
+    check_batch(BatchState.CREATED, BatchState.SUBMITTED)
+    async with db.transaction() as conn:
+        cursor = await conn.execute(
+            "UPDATE batches SET status = 'submitted', provider_batch_id = ?, input_file_id = ?, "
+            "submitted_ms = ?, next_poll_ms = ? WHERE id = ? AND status = 'created'",
+            (provider_batch_id, input_file_id, now_ms, next_poll_ms, batch_id),
+        )
+        return cursor.rowcount == 1
+
+
+async def release(db: Database, batch_id: str, *, now_ms: int, reason: str) -> int:
+    """The provider never accepted this batch: fail it locally and requeue its tickets
+    without charging them an attempt. Returns how many tickets went back."""
+    check_batch(BatchState.CREATED, BatchState.FAILED)
+    async with db.transaction() as conn:
+        cursor = await conn.execute(
+            "UPDATE batches SET status = 'failed', finished_ms = ?, errors = ? "
+            "WHERE id = ? AND status = 'created'",
+            (now_ms, orjson.dumps([{"code": "not_submitted", "message": reason}]), batch_id),
+        )
+        if cursor.rowcount != 1:
+            return 0
+        async with conn.execute(
+            "SELECT id FROM tickets WHERE batch_id = ? AND status = 'submitted'", (batch_id,)
+        ) as found:
+            ids = [row[0] for row in await found.fetchall()]
+        await conn.executemany(
+            "UPDATE tickets SET status = 'queued', batch_id = NULL, attempts = attempts - 1, "
+            "updated_ms = ? WHERE id = ? AND status = 'submitted'",
+            [(now_ms, tid) for tid in ids],
+        )
+        await add_events(conn, ((tid, now_ms, "submitted", "queued", reason) for tid in ids))
+    return len(ids)
+
+
+async def record_poll(
+    db: Database,
+    batch_id: str,
+    *,
+    next_poll_ms: int,
+    poll_failures: int,
+    completed: int | None = None,
+    failed: int | None = None,
+) -> None:
+    async with db.transaction() as conn:
+        await conn.execute(
+            "UPDATE batches SET next_poll_ms = ?, poll_failures = ?, "
+            "completed_lines = COALESCE(?, completed_lines), "
+            "failed_lines = COALESCE(?, failed_lines) WHERE id = ?",
+            (next_poll_ms, poll_failures, completed, failed, batch_id),
+        )
+
+
+@dataclass(slots=True)
+class Applied:
+    """What one ``apply_outcomes`` call really changed."""
+
+    final: list[tuple[Ticket, Outcome]] = field(default_factory=list)
+    requeued: list[str] = field(default_factory=list)
+    # Lines for tickets no longer waiting on this batch (deadline guard took over).
+    ignored: list[tuple[str, str]] = field(default_factory=list)
+
+
+async def apply_outcomes(
+    db: Database,
+    batch_id: str,
+    outcomes: Sequence[Outcome],
+    *,
+    now_ms: int,
+    max_attempts: int,
+    refund: bool = False,
+) -> Applied:
+    """Apply per-line outcomes of one batch in one transaction. A retryable outcome
+    requeues its ticket while attempts remain and fails it after that; with ``refund``
+    (the provider refused the whole batch for capacity) the attempt is given back."""
+    applied = Applied()
+    by_id = {o.ticket_id: o for o in outcomes}
+    async with db.transaction() as conn:
+        rows: list[Ticket] = []
+        for part in chunks(list(by_id)):
+            async with conn.execute(
+                f"SELECT {COLUMNS} FROM tickets WHERE batch_id = ? AND id IN ({marks(len(part))})",
+                [batch_id, *part],
+            ) as cursor:
+                rows.extend(ticket_from_row(row) for row in await cursor.fetchall())
+        finals: list[tuple[Any, ...]] = []
+        retries: list[tuple[Any, ...]] = []
+        events: list[tuple[str, int, str | None, str, str]] = []
+        for ticket in rows:
+            outcome = by_id[ticket.id]
+            if ticket.status is not TicketStatus.SUBMITTED:
+                applied.ignored.append((ticket.id, ticket.status.value))
+                events.append((ticket.id, now_ms, ticket.status.value, ticket.status.value,
+                               f"late result from {batch_id} ignored"))  # fmt: skip
+                continue
+            status = outcome.status
+            if status is TicketStatus.QUEUED and not refund and ticket.attempts >= max_attempts:
+                status = TicketStatus.FAILED
+            if status is TicketStatus.QUEUED:
+                retries.append((int(refund), now_ms, ticket.id, batch_id))
+                applied.requeued.append(ticket.id)
+            else:
+                finals.append(
+                    (
+                        status.value, now_ms, now_ms, outcome.result,
+                        None if outcome.error is None else orjson.dumps(outcome.error),
+                        outcome.prompt_tokens, outcome.completion_tokens, outcome.cached_tokens,
+                        ticket.id, batch_id,
+                    )
+                )  # fmt: skip
+                applied.final.append((ticket, _with_status(outcome, status)))
+            events.append((ticket.id, now_ms, "submitted", status.value, outcome.detail))
+        await conn.executemany(
+            "UPDATE tickets SET status = ?, updated_ms = ?, finished_ms = ?, result = ?, "
+            "error = ?, prompt_tokens = ?, completion_tokens = ?, cached_tokens = ? "
+            "WHERE id = ? AND status = 'submitted' AND batch_id = ?",
+            finals,
+        )
+        await conn.executemany(
+            "UPDATE tickets SET status = 'queued', batch_id = NULL, attempts = attempts - ?, "
+            "updated_ms = ? WHERE id = ? AND status = 'submitted' AND batch_id = ?",
+            retries,
+        )
+        await add_events(conn, events)
+        await add_webhooks(conn, [t for t, _ in applied.final if t.callback_url], now_ms)
+    return applied
+
+
+def _with_status(outcome: Outcome, status: TicketStatus) -> Outcome:
+    if outcome.status is status:
+        return outcome
+    return Outcome(
+        outcome.ticket_id, status, error=outcome.error, detail=f"{outcome.detail}; out of attempts"
+    )
+
+
+async def unresolved_ids(db: Database, batch_id: str) -> list[str]:
+    rows = await db.fetchall(
+        "SELECT id FROM tickets WHERE batch_id = ? AND status = 'submitted'", (batch_id,)
+    )
+    return [row[0] for row in rows]
+
+
+async def close(
+    db: Database,
+    batch_id: str,
+    state: BatchState,
+    *,
+    now_ms: int,
+    completed: int,
+    failed: int,
+    errors: Sequence[Mapping[str, Any]] = (),
+) -> bool:
+    """Record the final state, after every ticket of the batch has been resolved."""
+    check_batch(BatchState.SUBMITTED, state)
+    async with db.transaction() as conn:
+        cursor = await conn.execute(
+            "UPDATE batches SET status = ?, finished_ms = ?, completed_lines = ?, "
+            "failed_lines = ?, errors = ? WHERE id = ? AND status = 'submitted'",
+            (state.value, now_ms, completed, failed,
+             orjson.dumps(list(errors)) if errors else None, batch_id),
+        )  # fmt: skip
+        return cursor.rowcount == 1
+
+
+async def batch_errors(db: Database, batch_id: str) -> list[dict[str, Any]]:
+    row = await db.fetchone("SELECT errors FROM batches WHERE id = ?", (batch_id,))
+    if row is None or row[0] is None:
+        return []
+    value: list[dict[str, Any]] = orjson.loads(row[0])
+    return value
+
+
+async def batch_status_counts(db: Database) -> dict[str, int]:
+    rows = await db.fetchall("SELECT status, COUNT(*) FROM batches GROUP BY status")
+    return {row[0]: row[1] for row in rows}

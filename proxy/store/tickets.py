@@ -1,0 +1,381 @@
+"""SQL for tickets, their events and webhook deliveries.
+
+Every status change is a conditional ``UPDATE ... WHERE id=? AND status=?`` made inside a
+write transaction after reading which rows are in the expected state, so the set of rows
+that really changed is known exactly (for events, waiters, webhooks and the routing log),
+and a change that races another one (guard versus ingest, cancel versus flush) happens
+once. The state table in ``proxy/jobs.py`` is checked before any SQL runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from proxy.jobs import NewTicket, Ticket, TicketStatus, check_ticket
+from proxy.store.db import Database
+
+# Every column but the request body, which only the flusher and the direct sender read.
+COLUMNS = (
+    "id, key_name, request_id, endpoint, model, provider, upstream_model, lane, reason, "
+    "status, created_ms, deadline_ms, not_before_ms, updated_ms, attempts, idempotency_key, "
+    "finished_ms, batch_id, callback_url, result, error, prompt_tokens, completion_tokens, "
+    "cached_tokens, cost_usd"
+)
+# SQLite's default limit on host parameters is 999 on old builds; stay well below it.
+CHUNK = 500
+
+
+def ticket_from_row(row: Sequence[Any]) -> Ticket:
+    error = row[20]
+    return Ticket(
+        id=row[0],
+        key_name=row[1],
+        request_id=row[2],
+        endpoint=row[3],
+        model=row[4],
+        provider=row[5],
+        upstream_model=row[6],
+        lane=row[7],
+        reason=row[8],
+        status=TicketStatus(row[9]),
+        created_ms=row[10],
+        deadline_ms=row[11],
+        not_before_ms=row[12],
+        updated_ms=row[13],
+        attempts=row[14],
+        idempotency_key=row[15],
+        finished_ms=row[16],
+        batch_id=row[17],
+        callback_url=row[18],
+        result=None if row[19] is None else bytes(row[19]),
+        error=None if error is None else orjson.loads(error),
+        prompt_tokens=row[21],
+        completion_tokens=row[22],
+        cached_tokens=row[23],
+        cost_usd=row[24],
+    )
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def marks(count: int) -> str:
+    return ",".join("?" * count)
+
+
+# --- enqueue -------------------------------------------------------------------------
+
+_INSERT = (
+    "INSERT INTO tickets (id, key_name, request_id, idempotency_key, endpoint, model, provider, "
+    "upstream_model, lane, reason, status, body, est_tokens, created_ms, deadline_ms, "
+    "not_before_ms, updated_ms, callback_url) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (key_name, idempotency_key) DO NOTHING"
+)
+
+
+async def insert_tickets(conn: aiosqlite.Connection, items: list[NewTicket]) -> list[str]:
+    """``GroupCommit`` apply step: one id per item, the existing ticket's id when the
+    caller's ``Idempotency-Key`` was seen before (even earlier in this same group)."""
+    ids: list[str] = []
+    events: list[tuple[str, int, str | None, str, str]] = []
+    for item in items:
+        cursor = await conn.execute(
+            _INSERT,
+            (
+                item.id, item.key_name, item.request_id, item.idempotency_key, item.endpoint,
+                item.model, item.provider, item.upstream_model, item.lane, item.reason,
+                item.body, item.est_tokens, item.created_ms, item.deadline_ms,
+                item.not_before_ms, item.created_ms, item.callback_url,
+            ),
+        )  # fmt: skip
+        if cursor.rowcount == 1:
+            ids.append(item.id)
+            events.append((item.id, item.created_ms, None, "queued", item.reason))
+            continue
+        async with conn.execute(
+            "SELECT id FROM tickets WHERE key_name = ? AND idempotency_key = ?",
+            (item.key_name, item.idempotency_key),
+        ) as found:
+            row = await found.fetchone()
+        assert row is not None  # the conflict that skipped the insert is this row
+        ids.append(row[0])
+    await conn.executemany(
+        "INSERT INTO ticket_events (ticket_id, ts_ms, from_status, to_status, detail) "
+        "VALUES (?, ?, ?, ?, ?)",
+        events,
+    )
+    return ids
+
+
+# --- reads ---------------------------------------------------------------------------
+
+
+async def get_ticket(db: Database, ticket_id: str) -> Ticket | None:
+    row = await db.fetchone(f"SELECT {COLUMNS} FROM tickets WHERE id = ?", (ticket_id,))
+    return None if row is None else ticket_from_row(row)
+
+
+async def get_owned(db: Database, ticket_id: str, key_name: str) -> Ticket | None:
+    """The ticket if it belongs to ``key_name``; other keys cannot tell it exists."""
+    row = await db.fetchone(
+        f"SELECT {COLUMNS} FROM tickets WHERE id = ? AND key_name = ?", (ticket_id, key_name)
+    )
+    return None if row is None else ticket_from_row(row)
+
+
+async def list_owned(
+    db: Database,
+    key_name: str,
+    *,
+    statuses: Sequence[str] = (),
+    limit: int = 20,
+    after: Ticket | None = None,
+) -> tuple[list[Ticket], bool]:
+    """Newest first, ``after`` being the last ticket of the previous page."""
+    where = ["key_name = ?"]
+    params: list[Any] = [key_name]
+    if statuses:
+        where.append(f"status IN ({marks(len(statuses))})")
+        params.extend(statuses)
+    if after is not None:
+        where.append("(created_ms < ? OR (created_ms = ? AND id < ?))")
+        params.extend([after.created_ms, after.created_ms, after.id])
+    rows = await db.fetchall(
+        f"SELECT {COLUMNS} FROM tickets WHERE {' AND '.join(where)} "
+        "ORDER BY created_ms DESC, id DESC LIMIT ?",
+        [*params, limit + 1],
+    )
+    tickets = [ticket_from_row(row) for row in rows[:limit]]
+    return tickets, len(rows) > limit
+
+
+async def events_of(db: Database, ticket_id: str) -> list[tuple[str | None, str, str]]:
+    rows = await db.fetchall(
+        "SELECT from_status, to_status, detail FROM ticket_events WHERE ticket_id = ? ORDER BY id",
+        (ticket_id,),
+    )
+    return [(row[0], row[1], row[2] or "") for row in rows]
+
+
+async def count_by_status(db: Database) -> dict[str, int]:
+    rows = await db.fetchall("SELECT status, COUNT(*) FROM tickets GROUP BY status")
+    return {row[0]: row[1] for row in rows}
+
+
+async def oldest_queued_ms(db: Database) -> int | None:
+    row = await db.fetchone("SELECT MIN(created_ms) FROM tickets WHERE status = 'queued'")
+    return None if row is None else row[0]
+
+
+# --- transitions ---------------------------------------------------------------------
+
+
+async def add_events(
+    conn: aiosqlite.Connection, rows: Iterable[tuple[str, int, str | None, str, str]]
+) -> None:
+    await conn.executemany(
+        "INSERT INTO ticket_events (ticket_id, ts_ms, from_status, to_status, detail) "
+        "VALUES (?, ?, ?, ?, ?)",
+        list(rows),
+    )
+
+
+async def select_in_state(
+    conn: aiosqlite.Connection, ids: Sequence[str], status: TicketStatus
+) -> list[Ticket]:
+    found: list[Ticket] = []
+    for part in chunks(ids):
+        async with conn.execute(
+            f"SELECT {COLUMNS} FROM tickets WHERE status = ? AND id IN ({marks(len(part))})",
+            [status.value, *part],
+        ) as cursor:
+            found.extend(ticket_from_row(row) for row in await cursor.fetchall())
+    return found
+
+
+async def move(
+    conn: aiosqlite.Connection,
+    ids: Sequence[str],
+    old: TicketStatus,
+    new: TicketStatus,
+    *,
+    now_ms: int,
+    detail: str,
+    attempts_delta: int = 0,
+    lane: str | None = None,
+) -> list[Ticket]:
+    """Move every ticket of ``ids`` that is still ``old`` to ``new`` (and to ``lane``, if
+    given: the lane that will serve it); return them as they were before the move. Runs
+    inside the caller's write transaction."""
+    check_ticket(old, new)
+    moved = await select_in_state(conn, ids, old)
+    if not moved:
+        return []
+    final = new.final
+    await conn.executemany(
+        "UPDATE tickets SET status = ?, updated_ms = ?, attempts = attempts + ?, "
+        "finished_ms = CASE WHEN ? THEN ? ELSE finished_ms END, "
+        "batch_id = CASE WHEN ? = 'queued' THEN NULL ELSE batch_id END, "
+        "lane = COALESCE(?, lane) WHERE id = ? AND status = ?",
+        [
+            (new.value, now_ms, attempts_delta, final, now_ms, new.value, lane, t.id, old.value)
+            for t in moved
+        ],
+    )
+    await add_events(conn, ((t.id, now_ms, old.value, new.value, detail) for t in moved))
+    if final:
+        await add_webhooks(conn, [t for t in moved if t.callback_url], now_ms)
+    return moved
+
+
+async def cancel(db: Database, ticket_id: str, key_name: str, now_ms: int) -> Ticket | None:
+    """Cancel a queued ticket of ``key_name``; ``None`` if it was not queued."""
+    async with db.transaction() as conn:
+        async with conn.execute(
+            "SELECT 1 FROM tickets WHERE id = ? AND key_name = ?", (ticket_id, key_name)
+        ) as cursor:
+            if await cursor.fetchone() is None:
+                return None
+        moved = await move(
+            conn,
+            [ticket_id],
+            TicketStatus.QUEUED,
+            TicketStatus.CANCELLED,
+            now_ms=now_ms,
+            detail="cancelled by caller",
+        )
+    return moved[0] if moved else None
+
+
+async def escalate_due(
+    db: Database, *, now_ms: int, margin_ms: int, limit: int = 500
+) -> list[tuple[Ticket, str]]:
+    """Deadline guard and off-peak release: move tickets that must go out now to
+    ``realtime``. Returns each moved ticket (as it was) with the reason."""
+    moved: list[tuple[Ticket, str]] = []
+    async with db.transaction() as conn:
+        async with conn.execute(
+            "SELECT id FROM tickets WHERE status IN ('queued', 'submitted') "
+            "AND deadline_ms <= ? ORDER BY deadline_ms LIMIT ?",
+            (now_ms + margin_ms, limit),
+        ) as cursor:
+            late = [row[0] for row in await cursor.fetchall()]
+        async with conn.execute(
+            "SELECT id FROM tickets WHERE status = 'queued' AND lane = 'offpeak' "
+            "AND not_before_ms <= ? ORDER BY not_before_ms LIMIT ?",
+            (now_ms, limit),
+        ) as cursor:
+            released = [row[0] for row in await cursor.fetchall() if row[0] not in late]
+        guard = "deadline guard: deadline within margin, sent in real time"
+        for old in (TicketStatus.QUEUED, TicketStatus.SUBMITTED):
+            for ticket in await move(
+                conn, late, old, TicketStatus.REALTIME, now_ms=now_ms, detail=guard, lane="realtime"
+            ):
+                moved.append((ticket, guard))
+        window = "price window opened: sent directly"
+        for ticket in await move(
+            conn, released, TicketStatus.QUEUED, TicketStatus.REALTIME, now_ms=now_ms,
+            detail=window,
+        ):  # fmt: skip
+            moved.append((ticket, window))
+    return moved
+
+
+async def realtime_batch(db: Database, limit: int) -> list[tuple[Ticket, bytes]]:
+    """Tickets waiting for (or interrupted during) a direct send, with their bodies."""
+    rows = await db.fetchall(
+        f"SELECT {COLUMNS}, body FROM tickets WHERE status = 'realtime' "
+        "ORDER BY deadline_ms LIMIT ?",
+        (limit,),
+    )
+    return [(ticket_from_row(row), bytes(row[25])) for row in rows]
+
+
+async def finish(
+    conn: aiosqlite.Connection,
+    ticket: Ticket,
+    new: TicketStatus,
+    *,
+    now_ms: int,
+    detail: str,
+    result: bytes | None = None,
+    error: dict[str, Any] | None = None,
+    usage: tuple[int | None, int | None, int | None] = (None, None, None),
+    cost_usd: float | None = None,
+    attempts_delta: int = 0,
+) -> bool:
+    """Finish one ticket that is in ``ticket.status``; False if it moved meanwhile."""
+    check_ticket(ticket.status, new)
+    cursor = await conn.execute(
+        "UPDATE tickets SET status = ?, updated_ms = ?, finished_ms = ?, result = ?, "
+        "error = ?, prompt_tokens = ?, completion_tokens = ?, cached_tokens = ?, "
+        "cost_usd = ?, attempts = attempts + ? WHERE id = ? AND status = ?",
+        (
+            new.value, now_ms, now_ms, result, None if error is None else orjson.dumps(error),
+            *usage, cost_usd, attempts_delta, ticket.id, ticket.status.value,
+        ),
+    )  # fmt: skip
+    if cursor.rowcount != 1:
+        return False
+    await add_events(conn, [(ticket.id, now_ms, ticket.status.value, new.value, detail)])
+    if ticket.callback_url:
+        await add_webhooks(conn, [ticket], now_ms)
+    return True
+
+
+async def note(db: Database, ticket_id: str, now_ms: int, status: str, detail: str) -> None:
+    """An event that is not a status change (e.g. a send attempt that will be retried)."""
+    async with db.transaction() as conn:
+        await add_events(conn, [(ticket_id, now_ms, status, status, detail)])
+
+
+# --- webhooks ------------------------------------------------------------------------
+
+
+async def add_webhooks(conn: aiosqlite.Connection, tickets: Sequence[Ticket], now_ms: int) -> None:
+    await conn.executemany(
+        "INSERT INTO webhooks (ticket_id, url, status, attempts, next_attempt_ms, updated_ms) "
+        "VALUES (?, ?, 'pending', 0, ?, ?) ON CONFLICT (ticket_id) DO NOTHING",
+        [(t.id, t.callback_url, now_ms, now_ms) for t in tickets if t.callback_url],
+    )
+
+
+async def due_webhooks(db: Database, now_ms: int, limit: int = 100) -> list[tuple[str, str, int]]:
+    """(ticket_id, url, attempts) of deliveries due now."""
+    rows = await db.fetchall(
+        "SELECT ticket_id, url, attempts FROM webhooks WHERE status = 'pending' "
+        "AND next_attempt_ms <= ? ORDER BY next_attempt_ms LIMIT ?",
+        (now_ms, limit),
+    )
+    return [(row[0], row[1], row[2]) for row in rows]
+
+
+async def webhook_result(
+    db: Database,
+    ticket_id: str,
+    *,
+    now_ms: int,
+    status: str,
+    next_attempt_ms: int,
+    error: str | None,
+) -> None:
+    async with db.transaction() as conn:
+        await conn.execute(
+            "UPDATE webhooks SET status = ?, attempts = attempts + 1, next_attempt_ms = ?, "
+            "last_error = ?, updated_ms = ? WHERE ticket_id = ? AND status = 'pending'",
+            (status, next_attempt_ms, error, now_ms, ticket_id),
+        )
+
+
+async def webhook_state(db: Database, ticket_id: str) -> tuple[str, int, str | None] | None:
+    row = await db.fetchone(
+        "SELECT status, attempts, last_error FROM webhooks WHERE ticket_id = ?", (ticket_id,)
+    )
+    return None if row is None else (row[0], row[1], row[2])

@@ -1,0 +1,160 @@
+"""The planner as a table of cases: tolerance x model capabilities x price windows."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from proxy.planner import Lane, multiplier_at, next_cheaper_window_start, plan
+from proxy.settings import PriceWindow, Settings, parse_settings
+
+CHAT = "/v1/chat/completions"
+EMBED = "/v1/embeddings"
+HOUR = 3600
+
+
+def at(text: str) -> float:
+    """Unix seconds of an ISO UTC time (2026-01-01 is a Thursday)."""
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC).timestamp()
+
+
+PEAK = [
+    {"name": "peak-am", "days": ["mon", "tue", "wed", "thu", "fri"], "start": "01:00",
+     "end": "04:00", "multiplier": 2.0},
+    {"name": "peak-pm", "days": ["mon", "tue", "wed", "thu", "fri"], "start": "06:00",
+     "end": "10:00", "multiplier": 2.0},
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    return parse_settings(
+        {
+            "providers": {
+                "openai": {"type": "openai", "base_url": "http://127.0.0.1:1/v1"},
+                "deepseek": {
+                    "type": "deepseek",
+                    "base_url": "http://127.0.0.1:2",
+                    "price_windows": PEAK,
+                },
+                "gemini": {"type": "gemini", "base_url": "http://127.0.0.1:3"},
+            },
+            "models": {
+                "gpt-4o-mini": {"provider": "openai", "flex": True},
+                "gpt-4o": {"provider": "openai"},
+                "alias": {"provider": "openai", "upstream_model": "gpt-4.1-mini", "flex": True},
+                "flex-only": {"provider": "openai", "batch": False, "flex": True},
+                "text-embedding-3-small": {"provider": "openai", "kind": "embedding"},
+                "deepseek-flash": {"provider": "deepseek"},
+                "gemini-2.5-flash": {"provider": "gemini"},
+            },
+            "batch": {"min_tolerance": "1h", "flex_min_tolerance": "60s", "deadline_margin": "15m"},
+        }
+    )
+
+
+THU_0000 = at("2026-01-01T00:00:00")
+CASES = [
+    # (model, endpoint, tolerance, now, lane, not_before, reason fragment)
+    ("gpt-4o-mini", CHAT, None, THU_0000, Lane.REALTIME, None, "no latency tolerance"),
+    ("gpt-4o-mini", CHAT, 0, THU_0000, Lane.REALTIME, None, "no latency tolerance"),
+    ("gpt-4o-mini", CHAT, 4 * HOUR, THU_0000, Lane.BATCH, None, "4h >= batch.min_tolerance 1h"),
+    ("gpt-4o-mini", CHAT, HOUR, THU_0000, Lane.BATCH, None, "1h >= batch.min_tolerance"),
+    ("gpt-4o-mini", CHAT, 30 * 60, THU_0000, Lane.FLEX, None, "30m >= batch.flex_min_tolerance"),
+    ("gpt-4o-mini", CHAT, 60, THU_0000, Lane.FLEX, None, "flex"),
+    ("gpt-4o-mini", CHAT, 30, THU_0000, Lane.REALTIME, None, "30s < batch.flex_min_tolerance"),
+    ("gpt-4o", CHAT, 30 * 60, THU_0000, Lane.REALTIME, None, "30m < batch.min_tolerance"),
+    ("gpt-4o", CHAT, 24 * HOUR, THU_0000, Lane.BATCH, None, "batch"),
+    ("alias", CHAT, 2 * HOUR, THU_0000, Lane.BATCH, None, "batch"),
+    ("flex-only", CHAT, 24 * HOUR, THU_0000, Lane.FLEX, None, "batch disabled"),
+    ("text-embedding-3-small", EMBED, 4 * HOUR, THU_0000, Lane.BATCH, None, "batch"),
+    ("text-embedding-3-small", EMBED, 10 * 60, THU_0000, Lane.REALTIME, None, "min_tolerance"),
+    ("gemini-2.5-flash", CHAT, 24 * HOUR, THU_0000, Lane.REALTIME, None, "no batch lane"),
+    # DeepSeek: peak (2x) Mon-Fri 01:00-04:00 and 06:00-10:00 UTC.
+    ("deepseek-flash", CHAT, 4 * HOUR, at("2026-01-01T02:00:00"), Lane.OFFPEAK,
+     at("2026-01-01T04:00:00"), "held until Thu 04:00 UTC (1x)"),
+    ("deepseek-flash", CHAT, 2 * HOUR, at("2026-01-01T02:00:00"), Lane.REALTIME, None,
+     "no cheaper price window before the deadline"),
+    ("deepseek-flash", CHAT, 4 * HOUR, at("2026-01-01T05:00:00"), Lane.REALTIME, None,
+     "no cheaper price window"),
+    ("deepseek-flash", CHAT, 2 * HOUR, at("2026-01-02T09:00:00"), Lane.OFFPEAK,
+     at("2026-01-02T10:00:00"), "charges 2x now"),
+    ("deepseek-flash", CHAT, 8 * HOUR, at("2026-01-03T02:00:00"), Lane.REALTIME, None,
+     "no cheaper"),  # Saturday: off-peak already
+    ("deepseek-flash", CHAT, 90, at("2026-01-01T03:59:00"), Lane.REALTIME, None, "no batch lane"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("model", "endpoint", "tolerance", "now", "lane", "not_before", "why"), CASES
+)
+def test_plan_table(
+    settings: Settings,
+    model: str,
+    endpoint: str,
+    tolerance: int | None,
+    now: float,
+    lane: Lane,
+    not_before: float | None,
+    why: str,
+) -> None:
+    decision = plan(model=model, endpoint=endpoint, tolerance=tolerance, settings=settings, now=now)
+    assert decision.lane is lane, decision.reason
+    assert why in decision.reason
+    assert decision.not_before == not_before
+    assert decision.provider == settings.models[model].provider
+    assert decision.upstream_model == settings.upstream_model(model)
+    assert decision.deferred == (lane in (Lane.BATCH, Lane.OFFPEAK))
+    if decision.deferred:
+        assert tolerance is not None
+        assert decision.deadline == now + tolerance
+    else:
+        assert decision.deadline is None
+
+
+def test_upstream_model_is_resolved(settings: Settings) -> None:
+    decision = plan(model="alias", endpoint=CHAT, tolerance=HOUR, settings=settings, now=THU_0000)
+    assert decision.upstream_model == "gpt-4.1-mini"
+
+
+def test_offpeak_hold_leaves_the_guard_margin(settings: Settings) -> None:
+    # Deadline 04:10 leaves 04:10 - 15m = 03:55 < 04:00: the window opens too late.
+    now = at("2026-01-01T02:10:00")
+    decision = plan(
+        model="deepseek-flash", endpoint=CHAT, tolerance=2 * HOUR, settings=settings, now=now
+    )
+    assert decision.lane is Lane.REALTIME
+    later = plan(
+        model="deepseek-flash", endpoint=CHAT, tolerance=2 * HOUR + 300, settings=settings, now=now
+    )
+    assert later.lane is Lane.OFFPEAK
+
+
+def window(start: str, end: str, multiplier: float, days: list[str] | None = None) -> PriceWindow:
+    extra = {} if days is None else {"days": days}
+    return PriceWindow(name="w", start=start, end=end, multiplier=multiplier, **extra)  # type: ignore[arg-type]
+
+
+def test_multiplier_wraps_midnight_on_the_day_it_starts() -> None:
+    night = [window("22:00", "02:00", 0.5, ["thu"])]
+    assert multiplier_at(night, at("2026-01-01T21:59:00")) == 1.0
+    assert multiplier_at(night, at("2026-01-01T22:00:00")) == 0.5
+    assert multiplier_at(night, at("2026-01-02T01:59:00")) == 0.5  # Friday, started Thursday
+    assert multiplier_at(night, at("2026-01-02T02:00:00")) == 1.0
+    assert multiplier_at(night, at("2026-01-02T23:00:00")) == 1.0  # Friday night: not listed
+
+
+def test_next_cheaper_window_start_finds_a_discount_window() -> None:
+    night = [window("22:00", "02:00", 0.5)]
+    found = next_cheaper_window_start(night, at("2026-01-01T20:00:00"), at("2026-01-02T00:00:00"))
+    assert found == (at("2026-01-01T22:00:00"), 1.0, 0.5)
+    assert (
+        next_cheaper_window_start(night, at("2026-01-01T20:00:00"), at("2026-01-01T21:00:00"))
+        is None
+    )
+    assert (
+        next_cheaper_window_start(night, at("2026-01-01T23:00:00"), at("2026-01-02T12:00:00"))
+        is None
+    )
+    assert next_cheaper_window_start(night, 10.0, 5.0) is None
