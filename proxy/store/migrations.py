@@ -70,6 +70,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE TABLE tickets (
             id TEXT PRIMARY KEY,
             key_name TEXT NOT NULL,
+            request_id TEXT NOT NULL DEFAULT '',
             idempotency_key TEXT,
             endpoint TEXT NOT NULL,
             model TEXT NOT NULL,
@@ -99,7 +100,8 @@ MIGRATIONS: list[tuple[str, str]] = [
             UNIQUE (key_name, idempotency_key)
         );
         CREATE INDEX tickets_status_group ON tickets(status, provider, model, endpoint);
-        CREATE INDEX tickets_key_created ON tickets(key_name, created_ms);
+        CREATE INDEX tickets_status_deadline ON tickets(status, deadline_ms);
+        CREATE INDEX tickets_key_created ON tickets(key_name, created_ms, id);
         CREATE INDEX tickets_batch ON tickets(batch_id);
 
         CREATE TABLE ticket_events (
