@@ -17,8 +17,9 @@ Where a price comes from (later layers win, field by field):
    bare name. Only the fields a user wrote count; setting any of input, cached_input or
    output drops the long-context tiers of the layers below.
 
-Price windows: a provider's ``price_windows`` from the config if it has any, else the
-shipped windows for its type. ``window_multiplier`` scales the whole price at a moment.
+Prices are keyed by provider type and *upstream* model (a Gemini ``models/`` prefix is
+ignored). Price windows: a provider's ``price_windows`` from the config if it has any, else
+the shipped windows for its type; ``window_multiplier`` scales the whole price at a moment.
 
 Cost rules, with ``L(t)`` = window multiplier at t x (uncached prompt x input + cached x
 cached_input + completion x output) at the prices in force at t. Completion tokens include
