@@ -148,10 +148,12 @@ MIGRATIONS: list[tuple[str, str]] = [
             fingerprint TEXT NOT NULL,
             model TEXT NOT NULL,
             credential TEXT NOT NULL,
-            ts_ms INTEGER NOT NULL
+            ts_ms INTEGER NOT NULL,
+            too_small INTEGER NOT NULL DEFAULT 0
         );
         CREATE INDEX gemini_prefix_seen_lookup
             ON gemini_prefix_seen(fingerprint, model, credential, ts_ms);
+        CREATE INDEX gemini_prefix_seen_ts ON gemini_prefix_seen(ts_ms);
         """,
     ),
 ]

@@ -1,0 +1,243 @@
+"""The Gemini adapter: OpenAI chat/embeddings in, Gemini REST v1beta out, OpenAI back.
+
+Translation lives in ``gemini_translate*`` (pure); caching decisions in ``gemini_cache``
+and ``gemini_cache_manager``. This module only sends, and owns the one rule that spans
+both: when a request that uses a cache hears "cache gone" from the provider, the cache
+is recreated once, and if that fails too the request is sent uncached.
+
+``Reply.notes`` / ``StreamReply.notes`` tell the routing log what caching did:
+``lane_suffix`` ("cache"), ``cache_name``, ``cached_tokens``, ``cache_storage_usd`` and
+``cache_event`` (created | hit | recreated | fallback). A stream's notes are complete
+once its events are exhausted (cached tokens arrive with the last usage).
+"""
+
+from __future__ import annotations
+
+import array
+import base64
+import logging
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+
+from adapters.base import Reply
+from adapters.clock import Clock, SystemClock
+from adapters.errors import Unsupported, UpstreamProtocolError, UpstreamStatus
+from adapters.gemini_cache import CacheMode, credential_hash, estimate_tokens, parse_mode
+from adapters.gemini_cache_manager import CacheManager, CachePlan
+from adapters.gemini_http import MAX_RESPONSE_BYTES, GeminiHttp, mapped_errors
+from adapters.gemini_translate import GeminiCall, build_request
+from adapters.gemini_translate_errors import is_cache_gone, status_error
+from adapters.gemini_translate_reply import StreamTranslator, parse_response
+from adapters.openai_wire import DONE_EVENT, frame, sse_events
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CACHE_HEADER = "x-context-cache"
+
+
+class GeminiAdapter:
+    provider_type = "gemini"
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        api_key: str,
+        cache: CacheManager | None = None,
+        clock: Clock | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> None:
+        if cache is not None and cache.credential != credential_hash(api_key):
+            # A cache belongs to the key that made it; using it with another key fails.
+            raise ValueError("the cache manager must use the adapter's API key")
+        self._http = GeminiHttp(client, api_key=api_key, max_response_bytes=max_response_bytes)
+        self._cache = cache
+        self._clock = clock or SystemClock()
+
+    async def aclose(self) -> None:
+        await self._http.client.aclose()
+
+    async def complete(self, body: dict[str, Any], *, headers: Mapping[str, str]) -> Reply:
+        call = build_request(body)
+        path = f"/models/{call.model}:generateContent"
+
+        async def send(payload: dict[str, Any]) -> dict[str, Any]:
+            return await self._http.call("POST", path, body=payload)
+
+        data, plan = await self._send(call, _mode_header(headers), send)
+        reply = parse_response(data, model=call.model, created=int(self._clock.now()))
+        notes = _notes(plan, data.get("usageMetadata"))
+        return Reply(body=orjson.dumps(reply), parsed=reply, notes=notes)
+
+    async def open_stream(
+        self, body: dict[str, Any], *, headers: Mapping[str, str]
+    ) -> GeminiStream:
+        call = build_request(body)
+        path = f"/models/{call.model}:streamGenerateContent"
+
+        async def send(payload: dict[str, Any]) -> httpx.Response:
+            return await self._http.open("POST", path, body=payload, params={"alt": "sse"})
+
+        response, plan = await self._send(call, _mode_header(headers), send)
+        translator = StreamTranslator(model=call.model, created=int(self._clock.now()))
+        return GeminiStream(response, translator, plan)
+
+    async def embed(self, body: dict[str, Any], *, headers: Mapping[str, str]) -> Reply:
+        model, texts = _embedding_inputs(body)
+        request: dict[str, Any] = {"model": f"models/{model}"}
+        if body.get("dimensions") is not None:
+            request["outputDimensionality"] = body["dimensions"]
+        requests = [{**request, "content": {"parts": [{"text": t}]}} for t in texts]
+        data = await self._http.call(
+            "POST", f"/models/{model}:batchEmbedContents", body={"requests": requests}
+        )
+        embeddings = data.get("embeddings")
+        if not isinstance(embeddings, list) or len(embeddings) != len(texts):
+            raise UpstreamProtocolError("Gemini returned a different number of embeddings.")
+        as_base64 = body.get("encoding_format") == "base64"
+        items = []
+        for index, item in enumerate(embeddings):
+            values = item.get("values") if isinstance(item, Mapping) else None
+            if not isinstance(values, list):
+                raise UpstreamProtocolError("Gemini returned an embedding without values.")
+            vector: Any = _base64_floats(values) if as_base64 else values
+            items.append({"object": "embedding", "index": index, "embedding": vector})
+        # Gemini reports no token usage for embeddings: estimate it (~4 chars per token).
+        tokens = sum(estimate_tokens(t) for t in texts)
+        reply = {
+            "object": "list",
+            "data": items,
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return Reply(body=orjson.dumps(reply), parsed=reply, notes={"usage_estimated": True})
+
+    async def _send(
+        self,
+        call: GeminiCall,
+        header: str | None,
+        send: Callable[[dict[str, Any]], Awaitable[T]],
+    ) -> tuple[T, CachePlan]:
+        cache = self._cache
+        if cache is None:
+            parse_mode(header, CacheMode.OFF)  # still reject a malformed header
+            return await send(call.payload), CachePlan(call.payload)
+        mode = parse_mode(header, cache.policy.mode)
+        try:
+            plan = await cache.plan(call, mode)
+        except Exception:
+            # Caching only saves money: a broken registry must not fail the request.
+            log.exception("gemini cache planning failed; sending uncached")
+            plan = CachePlan(call.payload, event="fallback")
+        if plan.use is None:
+            return await send(plan.payload), plan
+        try:
+            result = await send(plan.payload)
+        except UpstreamStatus as exc:
+            if not is_cache_gone(exc):
+                raise
+            log.info("gemini cache %s is gone (%s); recreating once", plan.use.name, exc.status)
+            plan = await cache.recreate(call, plan.use)
+            if plan.use is not None:
+                try:
+                    result = await send(plan.payload)
+                except UpstreamStatus as again:
+                    if not is_cache_gone(again):
+                        raise
+                    await cache.forget(plan.use)
+                    plan = CachePlan(call.payload, event="fallback")
+                    return await send(call.payload), plan
+            else:
+                return await send(call.payload), plan
+        if plan.use is not None:
+            await cache.record_use(plan.use)
+        return result, plan
+
+
+class GeminiStream:
+    """An open Gemini SSE stream, translated event by event into OpenAI chunks."""
+
+    def __init__(
+        self, response: httpx.Response, translator: StreamTranslator, plan: CachePlan
+    ) -> None:
+        self._response = response
+        self._translator = translator
+        self._plan = plan
+        self.headers: Mapping[str, str] = {}
+        self.notes: dict[str, Any] = _notes(plan, None)
+
+    async def events(self) -> AsyncIterator[bytes]:
+        translator = self._translator
+        with mapped_errors():
+            async for payload in sse_events(self._response.aiter_bytes()):
+                try:
+                    data = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    raise UpstreamProtocolError() from None
+                if not isinstance(data, dict):
+                    raise UpstreamProtocolError()
+                if "error" in data:
+                    raise status_error(None, data, {})
+                for chunk in translator.feed(data):
+                    yield frame(orjson.dumps(chunk))
+        closing = translator.finish()
+        self.notes.update(_notes(self._plan, translator.usage_metadata))
+        for chunk in closing:
+            yield frame(orjson.dumps(chunk))
+        yield DONE_EVENT
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+def _mode_header(headers: Mapping[str, str]) -> str | None:
+    for name, value in headers.items():
+        if name.lower() == CACHE_HEADER:
+            return value
+    return None
+
+
+def _notes(plan: CachePlan, usage: Any) -> dict[str, Any]:
+    use = plan.use
+    if use is None:
+        return {"cache_event": plan.event} if plan.event else {}
+    cached = usage.get("cachedContentTokenCount") if isinstance(usage, Mapping) else None
+    return {
+        "lane_suffix": "cache",
+        "cache_name": use.name,
+        "cached_tokens": cached if isinstance(cached, int) else 0,
+        "cache_storage_usd": use.storage_usd,
+        "cache_event": use.event,
+    }
+
+
+def _embedding_inputs(body: Mapping[str, Any]) -> tuple[str, list[str]]:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise Unsupported("model is required.", param="model")
+    raw = body.get("input")
+    texts = [raw] if isinstance(raw, str) else raw
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise Unsupported(
+            "input must be a string or an array of strings for Gemini (token arrays "
+            "cannot be expressed).",
+            param="input",
+        )
+    if body.get("encoding_format") not in (None, "float", "base64"):
+        raise Unsupported("encoding_format must be float or base64.", param="encoding_format")
+    return model.removeprefix("models/"), texts
+
+
+def _base64_floats(values: list[Any]) -> str:
+    # OpenAI's base64 encoding: little-endian float32, as its SDK decodes with numpy.
+    packed = array.array("f", (float(v) for v in values))
+    if packed.itemsize != 4:  # pragma: no cover - every supported platform has 4-byte floats
+        raise UpstreamProtocolError("float32 is not available")
+    if sys.byteorder != "little":  # pragma: no cover
+        packed.byteswap()
+    return base64.b64encode(packed.tobytes()).decode("ascii")

@@ -1,0 +1,124 @@
+"""The thin I/O edge shared by the Gemini adapter and its cache manager: JSON calls with
+the ``x-goog-api-key`` header, capped reads, and httpx/Gemini failures mapped to
+``adapters.errors`` (timeouts -> UpstreamTimeout, transport -> UpstreamUnreachable,
+non-2xx -> UpstreamStatus/RateLimited with an OpenAI-shaped error object)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, Literal
+
+import httpx
+import orjson
+
+from adapters.errors import (
+    AdapterError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from adapters.gemini_translate_errors import status_error
+
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+
+class GeminiHttp:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        api_key: str,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> None:
+        self.client = client
+        self._headers = {"x-goog-api-key": api_key, "content-type": "application/json"}
+        self._max = max_response_bytes
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """One JSON request; the parsed JSON object of a 2xx answer."""
+        response = await self.open(method, path, body=body, params=params)
+        try:
+            content = await self._read(response)
+        finally:
+            await response.aclose()
+        if not content.strip():
+            return {}
+        try:
+            parsed = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError() from None
+        if not isinstance(parsed, dict):
+            raise UpstreamProtocolError()
+        return parsed
+
+    async def open(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """Send and return the open response after checking its status (the body of an
+        error is read and mapped; a success is left for the caller to read and close)."""
+        request = self.client.build_request(
+            method,
+            path,
+            content=orjson.dumps(body) if body is not None else None,
+            params=params,
+            headers=self._headers,
+        )
+        with mapped_errors():
+            response = await self.client.send(request, stream=True)
+            if response.status_code < 300:
+                return response
+            try:
+                content = await self._read(response)
+            finally:
+                await response.aclose()
+        raise status_error(response.status_code, content, response.headers)
+
+    async def _read(self, response: httpx.Response) -> bytes:
+        declared = response.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self._max:
+            raise UpstreamProtocolError(f"The upstream response is larger than {self._max} bytes.")
+        parts: list[bytes] = []
+        size = 0
+        with mapped_errors():
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self._max:
+                    raise UpstreamProtocolError(
+                        f"The upstream response is larger than {self._max} bytes."
+                    )
+                parts.append(chunk)
+        return b"".join(parts)
+
+
+class mapped_errors:
+    """Translate httpx transport failures into adapter errors."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        if exc is None or isinstance(exc, AdapterError):
+            return False
+        if isinstance(exc, httpx.TimeoutException):
+            raise UpstreamTimeout() from exc
+        if isinstance(exc, httpx.TransportError | httpx.StreamError):
+            raise UpstreamUnreachable() from exc
+        return False
