@@ -1,0 +1,70 @@
+"""Configuration of the Gemini emulator.
+
+Model lists and cache minimums come from here, never from constants in the handlers,
+because the provider has changed them over time (providers.md §3.7, §3.13).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+DEFAULT_CHAT_MODELS = (
+    "gemini-2.5-flash",
+    "gemini-2.5-pro",
+    "gemini-2.5-flash-lite",
+    "gemini-2.0-flash",
+    "gemini-2.0-flash-lite",
+)
+DEFAULT_EMBEDDING_MODELS = ("text-embedding-004", "gemini-embedding-001")
+DEFAULT_THINKING_MODELS = ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite")
+# The 2025 figures (1,024 for Flash, 2,048 for Pro); later guides raised them, so tests
+# and demos override these per model when they need another era.
+DEFAULT_CACHE_MIN_TOKENS: Mapping[str, int] = MappingProxyType(
+    {
+        "gemini-2.5-flash": 1024,
+        "gemini-2.5-pro": 2048,
+        "gemini-2.5-flash-lite": 1024,
+        "gemini-2.0-flash": 1024,
+        "gemini-2.0-flash-lite": 1024,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GeminiEmulatorConfig:
+    # Accepted API keys; ``None`` accepts any non-empty key.
+    api_keys: frozenset[str] | None = None
+    # How a missing or wrong key is refused: Google answers 400 INVALID_ARGUMENT
+    # "API key not valid" for a malformed key and 403 PERMISSION_DENIED for others.
+    auth_error_status: Literal[400, 403] = 400
+    chat_models: tuple[str, ...] = DEFAULT_CHAT_MODELS
+    embedding_models: tuple[str, ...] = DEFAULT_EMBEDDING_MODELS
+    thinking_models: tuple[str, ...] = DEFAULT_THINKING_MODELS
+    cache_min_tokens: Mapping[str, int] = field(default_factory=lambda: DEFAULT_CACHE_MIN_TOKENS)
+    default_cache_min_tokens: int = 1024
+    # Default cache lifetime when neither ttl nor expireTime is given (providers.md §3.5).
+    default_cache_ttl: float = 3600.0
+    # Real seconds slept before every answer (faults add their own latency).
+    latency: float = 0.0
+    # A prompt containing this text is refused the way a safety filter refuses it:
+    # HTTP 200, ``promptFeedback.blockReason`` and no candidates (providers.md §3.3).
+    blocked_marker: str | None = "[emulator:block]"
+    block_reason: str = "SAFETY"
+    # Words per streamed text chunk.
+    stream_chunk_words: int = 3
+    # Output dimensionality of embeddings when the request does not choose one.
+    embedding_dimensions: int = 768
+    max_recorded_requests: int = 1000
+
+    def min_cache_tokens(self, model: str) -> int:
+        return self.cache_min_tokens.get(model, self.default_cache_min_tokens)
+
+    def is_thinking(self, model: str) -> bool:
+        return model in self.thinking_models
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return self.chat_models + self.embedding_models
