@@ -128,35 +128,37 @@ class GeminiAdapter:
             parse_mode(header, CacheMode.OFF)  # still reject a malformed header
             return await send(call.payload), CachePlan(call.payload)
         mode = parse_mode(header, cache.policy.mode)
-        try:
-            plan = await cache.plan(call, mode)
-        except Exception:
-            # Caching only saves money: a broken registry must not fail the request.
-            log.exception("gemini cache planning failed; sending uncached")
-            plan = CachePlan(call.payload, event="fallback")
-        if plan.use is None:
-            return await send(plan.payload), plan
-        try:
-            result = await send(plan.payload)
-        except UpstreamStatus as exc:
-            if not is_cache_gone(exc):
-                raise
-            log.info("gemini cache %s is gone (%s); recreating once", plan.use.name, exc.status)
-            plan = await cache.recreate(call, plan.use)
-            if plan.use is not None:
-                try:
-                    result = await send(plan.payload)
-                except UpstreamStatus as again:
-                    if not is_cache_gone(again):
-                        raise
-                    await cache.forget(plan.use)
-                    plan = CachePlan(call.payload, event="fallback")
-                    return await send(call.payload), plan
-            else:
-                return await send(call.payload), plan
-        if plan.use is not None:
-            await cache.record_use(plan.use)
-        return result, plan
+        plan = await _best_effort(cache.plan(call, mode), CachePlan(call.payload, event="fallback"))
+        for attempt in range(2):
+            use = plan.use
+            if use is None:
+                return await send(plan.payload), plan
+            try:
+                result = await send(plan.payload)
+            except UpstreamStatus as exc:
+                if not is_cache_gone(exc):
+                    raise
+                log.info("gemini cache %s is gone (%s)", use.name, exc.status)
+                fallback = CachePlan(call.payload, event="fallback")
+                if attempt == 0:
+                    plan = await _best_effort(cache.recreate(call, use), fallback)
+                else:
+                    await _best_effort(cache.forget(use), None)
+                    plan = fallback
+                continue
+            await _best_effort(cache.record_use(use), None)
+            return result, plan
+        return await send(call.payload), plan
+
+
+async def _best_effort(work: Awaitable[T], fallback: T) -> T:
+    """Caching only saves money: a failing registry (or a bug in the cache path) must
+    not fail the request, so it is logged and the request goes out uncached."""
+    try:
+        return await work
+    except Exception:
+        log.exception("gemini cache bookkeeping failed; continuing without it")
+        return fallback
 
 
 class GeminiStream:

@@ -12,7 +12,8 @@ Mapping rules:
 - empty text is dropped (Gemini rejects empty text parts), ``image_url``/``file`` data
   URLs and ``input_audio`` become ``inlineData``; remote URLs and file ids cannot be
   fetched by Gemini here and are rejected;
-- assistant ``tool_calls`` become ``functionCall`` parts with parsed ``args``; ``tool``
+- assistant ``tool_calls`` become ``functionCall`` parts with parsed ``args`` (and their
+  ``extra_content.google.thought_signature`` back as ``thoughtSignature``); ``tool``
   messages become ``functionResponse`` parts named after the call they answer (a JSON
   object result is sent as it is, anything else as ``{"content": text}``);
 - ``tools``/``tool_choice`` become ``functionDeclarations``/``toolConfig``; sampling,
@@ -237,8 +238,21 @@ def _assistant_parts(
         call_id = call.get("id")
         if isinstance(call_id, str):
             call_names[call_id] = name
-        parts.append({"functionCall": {"name": name, "args": args}})
+        part: dict[str, Any] = {"functionCall": {"name": name, "args": args}}
+        signature = _thought_signature(call)
+        if signature is not None:
+            part["thoughtSignature"] = signature
+        parts.append(part)
     return parts
+
+
+def _thought_signature(call: Any) -> str | None:
+    # Gemini 3 refuses a tool loop whose function calls lost their thought signatures;
+    # they travel as Google's own OpenAI-compatible endpoint carries them.
+    extra = call.get("extra_content") if isinstance(call, Mapping) else None
+    google = extra.get("google") if isinstance(extra, Mapping) else None
+    signature = google.get("thought_signature") if isinstance(google, Mapping) else None
+    return signature if isinstance(signature, str) and signature else None
 
 
 def _arguments(raw: Any, where: str) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 - Text parts (not thought summaries) join into ``content``; ``functionCall`` parts become
   ``tool_calls`` whose ids are Gemini's own when it sends one, else derived from the
-  response id, position, name and arguments, so the same reply always gets the same ids.
+  response id, position, name and arguments, so the same reply always gets the same ids;
+  a call's ``thoughtSignature`` rides along in ``extra_content.google.thought_signature``.
 - ``finishReason``: STOP -> stop, MAX_TOKENS -> length, the safety family -> content_filter,
   any reply with function calls -> tool_calls, everything else -> stop. A prompt blocked
   by ``promptFeedback`` (HTTP 200, no candidates) is one empty ``content_filter`` choice.
@@ -242,13 +243,16 @@ def _split_parts(
             name = str(call.get("name") or "")
             args = call.get("args") if isinstance(call.get("args"), Mapping) else {}
             position = first_call + len(calls)
-            calls.append(
-                {
-                    "id": tool_call_id(response_id, choice, position, name, args, call.get("id")),
-                    "type": "function",
-                    "function": {"name": name, "arguments": orjson.dumps(args).decode()},
-                }
-            )
+            tool_call: dict[str, Any] = {
+                "id": tool_call_id(response_id, choice, position, name, args, call.get("id")),
+                "type": "function",
+                "function": {"name": name, "arguments": orjson.dumps(args).decode()},
+            }
+            signature = part.get("thoughtSignature")
+            if isinstance(signature, str) and signature:
+                # Where Google's OpenAI-compatible endpoint puts it, so callers send it back.
+                tool_call["extra_content"] = {"google": {"thought_signature": signature}}
+            calls.append(tool_call)
     return texts, calls
 
 

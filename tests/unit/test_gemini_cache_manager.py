@@ -398,3 +398,29 @@ async def test_adapter_refuses_a_manager_with_another_key(env: Env) -> None:
     manager = env.adapter("key-a")._cache
     with pytest.raises(ValueError, match="API key"):
         GeminiAdapter(env.client, api_key="key-b", cache=manager, clock=env.clock)
+
+
+class _BrokenTouch(SqliteCacheRegistry):
+    async def touch(self, name: str, now_ms: int) -> None:
+        raise RuntimeError("disk full")
+
+
+async def test_registry_failures_never_fail_the_request(env: Env) -> None:
+    manager = CacheManager(
+        env.client,
+        api_key="key-a",
+        registry=_BrokenTouch(env.db),
+        policy=POLICY,
+        models=MODELS,
+        clock=env.clock,
+    )
+    adapter = GeminiAdapter(env.client, api_key="key-a", cache=manager, clock=env.clock)
+    reply, notes = await ask(adapter, request("q1"), "force")
+    assert notes["cache_event"] == "created"  # the answer survives a failed bookkeeping write
+    assert reply["choices"][0]["message"]["content"]
+
+    await env.db.close()  # the registry is gone altogether: send uncached
+    reply, notes = await ask(adapter, request("q2"))
+    assert notes == {"cache_event": "fallback"}
+    assert "cachedContent" not in env.generate_bodies()[-1]
+    env.db = await Database.open(env.path)

@@ -174,6 +174,28 @@ def test_tool_calls_round_trip_through_the_request_translation() -> None:
     ]
 
 
+def test_thought_signatures_round_trip_through_extra_content() -> None:
+    reply = completion(
+        gemini([{"functionCall": {"name": "lookup", "args": {}}, "thoughtSignature": "c2lnMQ=="}])
+    )
+    message = reply["choices"][0]["message"]
+    call = message["tool_calls"][0]
+    assert call["extra_content"] == {"google": {"thought_signature": "c2lnMQ=="}}
+    follow_up = build_request(
+        {
+            "model": "gemini-3-flash",
+            "messages": [
+                {"role": "user", "content": "find"},
+                message,
+                {"role": "tool", "tool_call_id": call["id"], "content": "none"},
+            ],
+        }
+    )
+    assert follow_up.payload["contents"][1]["parts"] == [
+        {"functionCall": {"name": "lookup", "args": {}}, "thoughtSignature": "c2lnMQ=="}
+    ]
+
+
 def test_several_candidates_become_choices() -> None:
     data = gemini([{"text": "a"}])
     data["candidates"].append(
