@@ -223,6 +223,7 @@ class ChatEngine:
             )
 
         content, is_json = self._content(request, seed)
+        content = _cut_at_stop(content, request.stop)
         finish = "stop"
         if budget is not None and count_text(content) > budget:
             content = content[: budget * 4] if is_json else fit_words(content, budget)
@@ -306,6 +307,12 @@ def _deepseek_shaped(exc: EmulatorError) -> EmulatorError:
     return EmulatorError(
         status, exc.message, error_type="invalid_request_error", code="invalid_request_error"
     )
+
+
+def _cut_at_stop(content: str, stops: tuple[str, ...]) -> str:
+    # Generation ends before the first stop sequence, which is not returned.
+    cuts = [content.find(stop) for stop in stops if stop and stop in content]
+    return content[: min(cuts)] if cuts else content
 
 
 def _compact(value: Any) -> str:

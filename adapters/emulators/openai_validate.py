@@ -45,6 +45,7 @@ class ChatRequest:
     response_format: Mapping[str, Any] | None
     service_tier: str
     thinking: bool
+    stop: tuple[str, ...] = ()
 
 
 def check_number(
@@ -127,6 +128,7 @@ def validate_chat(body: Any, config: OpenAIEmulatorConfig) -> ChatRequest:
     tools = _validate_tools(body.get("tools"))
     tool_choice = _validate_tool_choice(body.get("tool_choice"), tools)
     response_format = _validate_response_format(body.get("response_format"), messages, config)
+    stop = _validate_stop(body.get("stop"))
     thinking = body.get("thinking")
     thinking_on = isinstance(thinking, dict) and thinking.get("type") == "enabled"
 
@@ -144,6 +146,7 @@ def validate_chat(body: Any, config: OpenAIEmulatorConfig) -> ChatRequest:
         response_format=response_format,
         service_tier=_TIER_ECHO.get(str(tier), "default"),
         thinking=thinking_on or (config.is_deepseek and "reasoner" in model),
+        stop=stop,
     )
 
 
@@ -155,6 +158,12 @@ def _check_reasoning_params(body: Mapping[str, Any]) -> None:
             param="max_tokens",
             code="unsupported_parameter",
         )
+    if body.get("stop") is not None:
+        raise invalid(
+            "Unsupported parameter: 'stop' is not supported with this model.",
+            param="stop",
+            code="unsupported_parameter",
+        )
     temperature = body.get("temperature")
     if temperature is not None and temperature != 1:
         raise invalid(
@@ -163,6 +172,23 @@ def _check_reasoning_params(body: Mapping[str, Any]) -> None:
             param="temperature",
             code="unsupported_value",
         )
+
+
+def _validate_stop(stop: Any) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    if isinstance(stop, str):
+        return (stop,)
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+        raise wrong_type("stop", "one of a string or array of strings", stop)
+    if len(stop) > 4:
+        raise invalid(
+            "Invalid 'stop': array too long. Expected an array with maximum length 4, but got "
+            f"an array with length {len(stop)} instead.",
+            param="stop",
+            code="array_above_max_length",
+        )
+    return tuple(stop)
 
 
 def _validate_tools(tools: Any) -> tuple[Mapping[str, Any], ...]:

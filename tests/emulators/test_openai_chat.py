@@ -213,6 +213,19 @@ BAD_BODIES: list[tuple[Any, str | None, str | None, str]] = [
         "Only the default (1) value is supported.",
     ),
     (
+        {"model": "gpt-4o", "messages": HELLO, "stop": ["a", "b", "c", "d", "e"]},
+        "stop",
+        "array_above_max_length",
+        "Expected an array with maximum length 4",
+    ),
+    ({"model": "gpt-4o", "messages": HELLO, "stop": 3}, "stop", "invalid_type", "array of strings"),
+    (
+        {"model": "o4-mini", "messages": HELLO, "stop": "x"},
+        "stop",
+        "unsupported_parameter",
+        "'stop' is not supported with this model",
+    ),
+    (
         {"model": "gpt-4o", "messages": HELLO, "service_tier": "cheap"},
         "service_tier",
         "invalid_value",
@@ -506,3 +519,16 @@ async def test_sdk_reply_validates_strictly(sdk: openai.AsyncOpenAI) -> None:
     assert completion.choices[0].message.role == "assistant"
     assert raw.headers["x-request-id"].startswith("req_")
     assert raw.headers["openai-version"] == "2020-10-01"
+
+
+async def test_stop_sequences_end_the_reply(client: httpx.AsyncClient) -> None:
+    full = (await post(client, {"model": "gpt-4o", "messages": HELLO})).json()
+    text = full["choices"][0]["message"]["content"]
+    words = text.split(" ")
+    assert len(words) > 3
+    stop = " " + words[2]
+    cut = (await post(client, {"model": "gpt-4o", "messages": HELLO, "stop": [stop, "zzz"]})).json()
+    choice = cut["choices"][0]
+    assert choice["message"]["content"] == text[: text.find(stop)]
+    assert choice["finish_reason"] == "stop"
+    assert cut["usage"]["completion_tokens"] < full["usage"]["completion_tokens"]
