@@ -48,6 +48,8 @@ from adapters.gemini_translate_errors import is_cache_gone, is_too_small
 
 log = logging.getLogger(__name__)
 
+# Caches we create are named so that ``reconcile`` can recognise (and re-adopt) them.
+DISPLAY_PREFIX = "costroute-"
 # A cache this close to its expiry is not handed to a request (it could expire in flight).
 _EXPIRY_GUARD_MS = 5_000
 
@@ -230,7 +232,7 @@ class CacheManager:
                 return CacheUse(entry.name, candidate, "hit", entry.token_count)
             body = cache_body(call, candidate)
             body["ttl"] = f"{self.policy.ttl_s}s"
-            body["displayName"] = f"costroute-{candidate.fingerprint[:40]}"
+            body["displayName"] = DISPLAY_PREFIX + candidate.fingerprint
             try:
                 created = await self._http.call("POST", "/cachedContents", body=body)
             except UpstreamStatus as exc:
@@ -311,6 +313,50 @@ class CacheManager:
             too_small_before_ms=now_ms - self.policy.too_small_s * 1000,
         )
         return report
+
+    async def reconcile(self) -> list[str]:
+        """Adopt caches this proxy created that the registry does not know (a crash
+        between the provider's answer and our write); call once at start-up, before
+        serving. Adopted caches are used if their prefix recurs, else deleted as idle by
+        ``maintain``. Assumes one registry per credential (one proxy, or a shared store)."""
+        now_ms = self._now_ms()
+        known = {entry.name for entry in await self._registry.entries(credential=self.credential)}
+        adopted: list[str] = []
+        params = {"pageSize": "1000"}
+        while True:
+            page = await self._http.call("GET", "/cachedContents", params=params)
+            items = page.get("cachedContents")
+            for item in items if isinstance(items, list) else []:
+                entry = self._adoptable(item, known, now_ms)
+                if entry is not None:
+                    await self._registry.add(entry)
+                    adopted.append(entry.name)
+            token = page.get("nextPageToken")
+            if not isinstance(token, str) or not token:
+                return adopted
+            params = {"pageSize": "1000", "pageToken": token}
+
+    def _adoptable(self, item: Any, known: set[str], now_ms: int) -> CacheEntry | None:
+        if not isinstance(item, Mapping):
+            return None
+        name, display, model = item.get("name"), item.get("displayName"), item.get("model")
+        if not (isinstance(name, str) and isinstance(display, str) and isinstance(model, str)):
+            return None
+        fingerprint = display.removeprefix(DISPLAY_PREFIX)
+        if name in known or fingerprint == display or len(fingerprint) != 64:
+            return None
+        usage = item.get("usageMetadata")
+        tokens = usage.get("totalTokenCount") if isinstance(usage, Mapping) else None
+        return CacheEntry(
+            name=name,
+            fingerprint=fingerprint,
+            model=model.removeprefix("models/"),
+            credential=self.credential,
+            token_count=tokens if isinstance(tokens, int) else 0,
+            created_ms=parse_timestamp(item.get("createTime")) or now_ms,
+            expire_ms=self._expiry(item, now_ms),
+            last_used_ms=now_ms,
+        )
 
     async def _delete(self, name: str) -> None:
         await self._http.call("DELETE", f"/{name}")

@@ -424,3 +424,23 @@ async def test_registry_failures_never_fail_the_request(env: Env) -> None:
     assert notes == {"cache_event": "fallback"}
     assert "cachedContent" not in env.generate_bodies()[-1]
     env.db = await Database.open(env.path)
+
+
+async def test_reconcile_adopts_caches_the_registry_lost(env: Env) -> None:
+    adapter = env.adapter()
+    _, notes = await ask(adapter, request("q1"), "force")
+    manager = adapter._cache
+    assert manager is not None
+    # A crash lost the registry row; an unrelated cache (not ours) must be left alone.
+    await SqliteCacheRegistry(env.db).forget(notes["cache_name"])
+    env.app.state.caches.create(
+        {
+            "model": f"models/{FLASH}",
+            "displayName": "someone else",
+            "systemInstruction": {"parts": [{"text": SYSTEM}]},
+        }
+    )
+    assert await manager.reconcile() == [notes["cache_name"]]
+    assert await manager.reconcile() == []
+    _, hit = await ask(adapter, request("q2"))
+    assert (hit["cache_event"], hit["cache_name"]) == ("hit", notes["cache_name"])
