@@ -7,10 +7,12 @@ them; the proxy strips the usage chunk again for callers that did not ask for it
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
+import aiohttp
 import httpx
 import orjson
 
@@ -155,6 +157,11 @@ def _mapped_errors() -> Iterator[None]:
     try:
         yield
     except httpx.TimeoutException as exc:
+        if isinstance(exc.__cause__, aiohttp.ClientConnectorError) and not isinstance(
+            exc.__cause__, asyncio.TimeoutError
+        ):
+            # httpx-aiohttp maps a refused connection to ConnectTimeout; it is not one.
+            raise UpstreamUnreachable() from exc
         raise UpstreamTimeout() from exc
     except httpx.TransportError as exc:
         raise UpstreamUnreachable() from exc

@@ -29,6 +29,8 @@ from proxy.auth import Authenticator
 from proxy.context import Services
 from proxy.errors import NotFound, ProxyError, render
 from proxy.http_io import LogContext
+from proxy.metrics import Metrics
+from proxy.pricing import Pricer
 from proxy.routelog import RouteLog
 from proxy.settings import Settings, resolve_client_keys, resolve_provider_key
 from proxy.store.db import Database
@@ -61,6 +63,8 @@ def create_app(
         )
         services.chat = build_chat_adapters(settings, provider_keys, transports or {})
         services.extras["auth"] = authenticator
+        services.extras["pricer"] = Pricer.from_settings(settings)
+        services.extras["metrics"] = Metrics.from_settings(settings)
         app.state.services = services
         routelog.start()
         try:
@@ -138,6 +142,7 @@ def _endpoint(
 def _routes() -> list[BaseRoute]:
     return [
         Route("/healthz", endpoints.healthz, methods=["GET"]),
+        Route("/metrics", endpoints.metrics, methods=["GET"]),
         Route(
             "/v1/chat/completions",
             _endpoint("/v1/chat/completions", endpoints.chat_completions),

@@ -30,6 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, str(getattr(args, "log_level", "info")).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # One line per upstream call is noise at INFO; our own routing log records every call.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
@@ -61,9 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _command_modules() -> list[Any]:
-    from proxy import demo
+    from proxy import demo, estimate, reports
 
-    return [demo]
+    return [demo, estimate, reports]
 
 
 # --- serve ---------------------------------------------------------------------------

@@ -17,9 +17,11 @@ from starlette.responses import JSONResponse, Response
 from adapters.base import Reply
 from adapters.errors import AdapterError
 from proxy import accounting
+from proxy.auth import require_admin
 from proxy.context import Services
 from proxy.errors import BadRequest, InvalidHeader, NotFound, UpstreamFailure
 from proxy.http_io import LogContext, parse_json, read_body
+from proxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from proxy.planner import Decision, Lane, plan
 from proxy.realtime import call_with_retries
 from proxy.streaming import relay_stream
@@ -192,3 +194,13 @@ async def healthz(request: Request) -> Response:
     services = services_of(request)
     await services.db.fetchone("SELECT 1")
     return JSONResponse({"status": "ok"})
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text format; behind an admin key when ``[metrics] require_key``."""
+    services = services_of(request)
+    if services.settings.metrics.require_key:
+        caller = services.extras["auth"].authenticate(request.headers.get("authorization"))
+        require_admin(caller)
+    body = await services.extras["metrics"].render(services.db, int(services.clock.now() * 1000))
+    return Response(body, media_type=METRICS_CONTENT_TYPE)

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 
 from proxy.errors import BadRequest
 
@@ -25,15 +34,15 @@ class Message(_Open):
 
 
 class StreamOptions(_Open):
-    include_usage: bool | None = None
+    include_usage: StrictBool | None = None
 
 
 class ChatRequest(_Open):
-    model: str = Field(min_length=1)
+    model: StrictStr = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
-    stream: bool | None = False
+    stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
-    n: int | None = Field(None, ge=1, le=128)
+    n: StrictInt | None = Field(None, ge=1, le=128)
 
     @field_validator("messages")
     @classmethod
@@ -45,10 +54,10 @@ class ChatRequest(_Open):
 
 
 class EmbeddingsRequest(_Open):
-    model: str = Field(min_length=1)
+    model: StrictStr = Field(min_length=1)
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] | None = None
-    dimensions: int | None = Field(None, ge=1)
+    dimensions: StrictInt | None = Field(None, ge=1)
 
     @field_validator("input")
     @classmethod

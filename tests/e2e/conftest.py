@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,7 @@ class Stack:
     openai_emulator: ServerThread
     deepseek_emulator: ServerThread
     settings: Settings
+    mark: int = 0
 
     @property
     def url(self) -> str:
@@ -97,10 +99,21 @@ class Stack:
         result: list[dict[str, Any]] = self.proxy.call(fetch())
         return result
 
+    def new_routes(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """The routing-log rows written since ``reset``, once there are ``count`` of them
+        (rows are written just after each response is sent, so a test may be ahead)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.routes()[self.mark :]
+            if len(rows) >= count or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.01)
+
     def reset(self) -> None:
         for state in (self.openai_state, self.deepseek_state):
             state.faults.clear()
             state.requests.clear()
+        self.mark = len(self.routes())
 
 
 @pytest.fixture(scope="module")

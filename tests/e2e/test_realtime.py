@@ -54,7 +54,9 @@ def test_unknown_fields_pass_through_unchanged_and_alias_is_renamed(fresh: Stack
 
 def test_json_mode_passes_through(fresh: Stack) -> None:
     completion = fresh.client().chat.completions.create(
-        model="gpt-4o-mini", messages=MESSAGES, response_format={"type": "json_object"}
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "Answer in JSON: the capital of France?"}],
+        response_format={"type": "json_object"},
     )
     import json
 
@@ -89,7 +91,7 @@ def test_streaming_without_usage_hides_the_forced_usage_chunk(fresh: Stack) -> N
     # ...but upstream was asked for usage, so the routing log still meters the stream.
     sent = fresh.openai_state.requests[-1]["json"]
     assert sent["stream_options"]["include_usage"] is True
-    row = fresh.routes()[-1]
+    row = fresh.new_routes(1)[-1]
     assert row["stream"] == 1 and row["completion_tokens"] and row["prompt_tokens"]
 
 
@@ -127,7 +129,7 @@ def test_deepseek_direct_with_cache_usage(fresh: Stack) -> None:
     body = raw.http_response.json()
     assert body["usage"]["prompt_cache_hit_tokens"] > 0
     assert fresh.deepseek_state.requests[-1]["headers"]["authorization"] == f"Bearer {DEEPSEEK_KEY}"
-    row = fresh.routes()[-1]
+    row = fresh.new_routes(2)[-1]
     assert (row["provider"], row["lane"]) == ("deepseek", "realtime")
     assert row["cached_tokens"] == body["usage"]["prompt_cache_hit_tokens"]
 
@@ -139,7 +141,7 @@ def test_healthz(fresh: Stack) -> None:
 
 def test_routing_log_rows_carry_identity_and_usage(fresh: Stack) -> None:
     completion = fresh.client().chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
-    row = fresh.routes()[-1]
+    row = fresh.new_routes(1)[-1]
     assert row["key_name"] == "team-a"
     assert (row["model"], row["provider"], row["lane"], row["status"]) == (
         "gpt-4o-mini", "openai", "realtime", 200)
