@@ -171,7 +171,9 @@ class GeminiStream:
         self._translator = translator
         self._plan = plan
         self.headers: Mapping[str, str] = {}
-        self.notes: dict[str, Any] = _notes(plan, None)
+        # Filled in further when the stream ends (cached tokens come with the last usage).
+        self._notes = _notes(plan, None)
+        self.notes: Mapping[str, Any] = self._notes
 
     async def events(self) -> AsyncIterator[bytes]:
         translator = self._translator
@@ -188,7 +190,7 @@ class GeminiStream:
                 for chunk in translator.feed(data):
                     yield frame(orjson.dumps(chunk))
         closing = translator.finish()
-        self.notes.update(_notes(self._plan, translator.usage_metadata))
+        self._notes.update(_notes(self._plan, translator.usage_metadata))
         for chunk in closing:
             yield frame(orjson.dumps(chunk))
         yield DONE_EVENT
