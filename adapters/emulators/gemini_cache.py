@@ -148,11 +148,11 @@ class CacheStore:
         if page_size < 0:
             raise invalid_argument("* page_size: must not be negative.", field="page_size")
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        after = _decode_token(page_token) if page_token else 0
+        after = decode_token(page_token) if page_token else 0
         self.purge()
         ordered = sorted((e for e in self._entries.values() if e.seq > after), key=lambda e: e.seq)
         chunk = ordered[:size]
-        token = _encode_token(chunk[-1].seq) if len(ordered) > size else None
+        token = encode_token(chunk[-1].seq) if len(ordered) > size else None
         return chunk, token
 
     def patch(self, name: str, raw: Any, update_mask: str) -> CacheEntry:
@@ -276,15 +276,16 @@ def _new_id() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(12))
 
 
-def _encode_token(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"after:{seq}".encode()).decode().rstrip("=")
+def encode_token(seq: int, *, prefix: str = "after") -> str:
+    """An opaque page token naming the last item served (by sequence number)."""
+    return base64.urlsafe_b64encode(f"{prefix}:{seq}".encode()).decode().rstrip("=")
 
 
-def _decode_token(token: str) -> int:
+def decode_token(token: str, *, prefix: str = "after") -> int:
     try:
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        prefix, _, number = text.partition(":")
-        if prefix == "after" and number.isdigit():
+        kind, _, number = text.partition(":")
+        if kind == prefix and number.isdigit():
             return int(number)
     except (ValueError, UnicodeDecodeError):
         pass

@@ -58,6 +58,14 @@ class GeminiEmulatorConfig:
     # Output dimensionality of embeddings when the request does not choose one.
     embedding_dimensions: int = 768
     max_recorded_requests: int = 1000
+    # Batch Mode (providers.md §3.12), timed on the injected clock from creation: pending,
+    # running after ``batch_start_after``, done after ``batch_complete_after`` (``None``:
+    # never, so a test can reach ``batch_expire_after`` and see BATCH_STATE_EXPIRED).
+    batch_start_after: float = 5.0
+    batch_complete_after: float | None = 60.0
+    batch_expire_after: float = 48 * 3600.0
+    # Inline batch requests must stay under 20 MB in total.
+    max_inline_batch_bytes: int = 20 * 1024 * 1024
 
     def min_cache_tokens(self, model: str) -> int:
         return self.cache_min_tokens.get(model, self.default_cache_min_tokens)

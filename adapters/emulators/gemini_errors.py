@@ -47,15 +47,45 @@ _SERVICE = "generativelanguage.googleapis.com"
 API_KEY_MESSAGE = "API key not valid. Please pass a valid API key."
 
 
+# google.rpc.Code numbers, used where Google nests a Status inside a 200 reply (batch
+# results) instead of answering with an HTTP status.
+RPC_CODES = {
+    "CANCELLED": 1,
+    "INVALID_ARGUMENT": 3,
+    "DEADLINE_EXCEEDED": 4,
+    "NOT_FOUND": 5,
+    "PERMISSION_DENIED": 7,
+    "RESOURCE_EXHAUSTED": 8,
+    "FAILED_PRECONDITION": 9,
+    "ABORTED": 10,
+    "NOT_IMPLEMENTED": 12,
+    "INTERNAL": 13,
+    "UNAVAILABLE": 14,
+    "UNAUTHENTICATED": 16,
+}
+
+
 class GeminiError(Exception):
     def __init__(
-        self, code: int, message: str, *, details: list[dict[str, Any]] | None = None
+        self,
+        code: int,
+        message: str,
+        *,
+        details: list[dict[str, Any]] | None = None,
+        status: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
-        self.status = STATUS_NAMES.get(code, "UNKNOWN")
+        self.status = status or STATUS_NAMES.get(code, "UNKNOWN")
         self.details = details or []
+
+    def rpc_status(self) -> dict[str, Any]:
+        """The error as a ``google.rpc.Status`` (numeric code), as batch results carry it."""
+        body: dict[str, Any] = {"code": RPC_CODES.get(self.status, 2), "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
 
     def envelope(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message, "status": self.status}
@@ -78,6 +108,10 @@ def invalid_argument(message: str, *, field: str | None = None) -> GeminiError:
 
 def not_found(message: str) -> GeminiError:
     return GeminiError(404, message)
+
+
+def failed_precondition(message: str) -> GeminiError:
+    return GeminiError(400, message, status="FAILED_PRECONDITION")
 
 
 def api_key_invalid() -> GeminiError:

@@ -34,6 +34,7 @@ from adapters.clock import Clock, SystemClock
 from adapters.emulators.control import RequestLog, control_routes
 from adapters.emulators.faults import Fault, FaultPlan
 from adapters.emulators.gemini_api import GeminiApi
+from adapters.emulators.gemini_batch import BatchStore, operation
 from adapters.emulators.gemini_config import GeminiEmulatorConfig
 from adapters.emulators.gemini_errors import (
     GeminiError,
@@ -64,6 +65,7 @@ class _Server:
         self.config = config
         self.clock = clock
         self.api = GeminiApi(config, clock)
+        self.batches = BatchStore(self.api, config, clock)
         self.faults = FaultPlan()
         self.requests = RequestLog(config.max_recorded_requests)
 
@@ -175,17 +177,48 @@ class _Server:
                 error=error,
                 malformed=bool(fault and fault.malformed),
             )
+        if method == "batchGenerateContent":
+            size = len(await request.body())
+            return GoogleJSON(operation(self.batches.create(model, body, size)))
         operations = {
             "generateContent": self.api.generate,
             "countTokens": self.api.count_tokens,
             "embedContent": self.api.embed,
             "batchEmbedContents": self.api.batch_embed,
         }
-        operation = operations.get(method)
-        if operation is None:
+        handler = operations.get(method)
+        if handler is None:
             self.api.require_model(model, method or "get")
             raise not_found(f"Method not found: {method}.")
-        return GoogleJSON(operation(model, body))
+        return GoogleJSON(handler(model, body))
+
+    # -- /v1beta/batches ---------------------------------------------------------------
+
+    async def list_batches(self, request: Request, body: Any, fault: Fault | None) -> Response:
+        batches, token = self.batches.page(
+            _int_param(request, "pageSize"), request.query_params.get("pageToken", "")
+        )
+        result: dict[str, Any] = {}
+        if batches:
+            result["operations"] = [operation(batch) for batch in batches]
+        if token:
+            result["nextPageToken"] = token
+        return GoogleJSON(result)
+
+    async def batch(self, request: Request, body: Any, fault: Fault | None) -> Response:
+        batch_id, _, method = request.path_params["target"].partition(":")
+        name = f"batches/{batch_id}"
+        if request.method == "POST":
+            if method != "cancel":
+                raise not_found(f"Method not found: {method}.")
+            self.batches.cancel(name)
+            return GoogleJSON({})
+        if method:
+            raise not_found(f"Method not found: {method}.")
+        if request.method == "DELETE":
+            self.batches.delete(name)
+            return GoogleJSON({})
+        return GoogleJSON(operation(self.batches.get(name)))
 
     # -- /v1beta/cachedContents --------------------------------------------------------
 
@@ -236,6 +269,12 @@ def create_app(
                 api(server.cache),
                 methods=["GET", "PATCH", "DELETE"],
             ),
+            Route(f"{version}/batches", api(server.list_batches), methods=["GET"]),
+            Route(
+                f"{version}/batches/{{target}}",
+                api(server.batch),
+                methods=["GET", "POST", "DELETE"],
+            ),
         ]
     routes += control_routes()
     quiet_uvicorn_drops()
@@ -245,6 +284,7 @@ def create_app(
     app.state.requests = server.requests
     app.state.clock = server.clock
     app.state.caches = server.api.caches
+    app.state.batches = server.batches
     return app
 
 

@@ -221,3 +221,32 @@ class EmbedContentRequest(_Strict):
 
 class BatchEmbedContentsRequest(_Strict):
     requests: list[EmbedContentRequest]
+
+
+class InlinedRequest(_Strict):
+    # Checked as a GenerateContentRequest only when the batch runs, so one bad request
+    # fails alone (a Status in its result line) instead of the whole batch.
+    request: dict[str, Any]
+    metadata: dict[str, Any] | None = None
+
+
+class InlinedRequests(_Strict):
+    requests: list[InlinedRequest]
+
+
+class InputConfig(_Strict):
+    requests: InlinedRequests | None = None
+    file_name: str | None = None
+
+
+class BatchBody(_Strict):
+    name: str | None = None
+    model: str | None = None
+    display_name: str | None = None
+    input_config: InputConfig
+    priority: int | None = None
+    webhook_config: dict[str, Any] | None = None
+
+
+class BatchCreateRequest(_Strict):
+    batch: BatchBody
