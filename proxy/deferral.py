@@ -118,6 +118,7 @@ class Deferral:
             deadline_ms=int(deadline * 1000),
             not_before_ms=int((decision.not_before or 0) * 1000),
             callback_url=callback,
+            units=_units(endpoint, body),
         )
         self.start()
         ticket_id = await self._writer.submit(item)
@@ -175,6 +176,15 @@ class Deferral:
                 waiting.remove(event)
                 if not waiting:
                     del self._waiters[ticket_id]
+
+
+def _units(endpoint: str, body: Mapping[str, Any]) -> int:
+    """Requests the provider counts for one line: an embeddings input list counts each
+    text (or token array); a single token array (a list of ints) counts once."""
+    given = body.get("input")
+    if not endpoint.endswith("/embeddings") or not isinstance(given, list) or not given:
+        return 1
+    return 1 if all(isinstance(item, int) for item in given) else len(given)
 
 
 def deferral_of(services: Services) -> Deferral:

@@ -175,6 +175,8 @@ class NewTicket:
     deadline_ms: int
     not_before_ms: int
     callback_url: str | None
+    # Requests the provider counts for this line (embedding inputs; 1 for chat).
+    units: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -183,6 +184,7 @@ class Scheduler:
             if picked is None:
                 break
             key = (picked.provider, picked.model, picked.endpoint)
+            room, first = await self._token_room(picked.provider, picked.model)
             batch = await bstore.claim(
                 db,
                 batch_id=new_batch_id(),
@@ -191,9 +193,11 @@ class Scheduler:
                 max_lines=settings.batch.max_lines,
                 max_bytes=settings.batch.max_bytes,
                 line_overhead=line_overhead(picked.endpoint),
-                token_room=await self._token_room(picked.provider, picked.model),
+                token_room=room,
+                first_always=first,
             )
             if batch is None:
+                held.append(f"{picked.model} {picked.endpoint}: waiting: enqueued_token_budget")
                 skip.add(key)
                 continue
             log.info(
@@ -230,12 +234,14 @@ class Scheduler:
             return f"waiting: {group.provider} max_active_batches ({limit}) reached"
         if self._cooldown.get((group.provider, group.model), 0) > now_ms:
             return "waiting: the provider's enqueued-token limit was hit recently"
-        room = await self._token_room(group.provider, group.model)
+        room, _ = await self._token_room(group.provider, group.model)
         if room is not None and room <= 0:
             return "waiting: enqueued_token_budget is used by live batches"
         return None
 
-    async def _token_room(self, provider: str, upstream: str) -> int | None:
+    async def _token_room(self, provider: str, upstream: str) -> tuple[int | None, bool]:
+        """(prompt tokens that may still be enqueued or None for no budget, whether
+        nothing is in flight, in which case the first ticket goes regardless)."""
         settings = self.services.settings
         budgets = [
             m.enqueued_token_budget
@@ -245,10 +251,9 @@ class Scheduler:
             and m.enqueued_token_budget is not None
         ]
         if not budgets:
-            return None
+            return None, True
         used = await bstore.live_tokens(self.services.db, provider, upstream)
-        # With nothing in flight the first ticket always goes (see ``claim``).
-        return max(min(budgets) - used, 1 if used == 0 else 0)
+        return min(budgets) - used, used == 0
 
     async def _submit(self, adapter: BatchAdapter, batch: Batch) -> bool:
         """Upload and create one claimed batch. Whatever happens, no ticket is lost: a
@@ -427,10 +432,15 @@ class Scheduler:
             if ticket.id not in self._sending:
                 task = asyncio.create_task(self._send_one(ticket, body))
                 self._sending[ticket.id] = task
+                # A callback, not ``finally``: a task cancelled before it ran has none.
+                task.add_done_callback(functools.partial(self._sent, ticket.id))
                 tasks.append(task)
         if wait and tasks:
             await asyncio.gather(*tasks)
         return [ticket.id for ticket, _ in moved]
+
+    def _sent(self, ticket_id: str, _: asyncio.Task[None]) -> None:
+        self._sending.pop(ticket_id, None)
 
     async def _send_one(self, ticket: Ticket, body: bytes) -> None:
         try:
@@ -438,8 +448,6 @@ class Scheduler:
                 await send_direct(self.services, ticket, body)
         except Exception:
             log.exception("ticket %s: direct send crashed; it will be retried", ticket.id)
-        finally:
-            self._sending.pop(ticket.id, None)
 
     # --- webhooks ----------------------------------------------------------------------
 

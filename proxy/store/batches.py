@@ -33,6 +33,10 @@ _BATCH_COLUMNS = (
 )
 
 
+def _text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 def _batch(row: Sequence[Any]) -> Batch:
     return Batch(
         id=row[0],
@@ -100,29 +104,34 @@ async def claim(
     max_bytes: int,
     line_overhead: int,
     token_room: int | None,
+    first_always: bool = True,
 ) -> Batch | None:
     """Write a ``created`` batch holding the most urgent queued tickets of ``group``
-    that fit the line, byte and token limits; ``None`` if nothing fits."""
+    that fit the line, byte and token limits; ``None`` if nothing fits. With
+    ``first_always`` the first ticket goes even if it alone exceeds the token room (so
+    one large request cannot block its group while nothing else is in flight)."""
     async with db.transaction() as conn:
         async with conn.execute(
-            "SELECT id, length(body), est_tokens FROM tickets WHERE status = 'queued' "
+            "SELECT id, length(body), est_tokens, units FROM tickets WHERE status = 'queued' "
             "AND lane = 'batch' AND provider = ? AND upstream_model = ? AND endpoint = ? "
             "ORDER BY deadline_ms, created_ms LIMIT ?",
             (group.provider, group.model, group.endpoint, max_lines),
         ) as cursor:
             candidates = await cursor.fetchall()
         ids: list[str] = []
-        size = tokens = 0
-        for ticket_id, body_len, est in candidates:
+        size = tokens = units = 0
+        for ticket_id, body_len, est, count in candidates:
             line = body_len + len(ticket_id) + line_overhead
-            if ids and size + line > max_bytes:
+            # Requests, not lines, are what the provider limits (embedding inputs).
+            if ids and (size + line > max_bytes or units + count > max_lines):
                 break
-            # The first ticket always goes, so one large request cannot block its group.
-            if ids and token_room is not None and tokens + est > token_room:
+            over = token_room is not None and tokens + est > token_room
+            if over and (ids or not first_always):
                 break
             ids.append(ticket_id)
             size += line
             tokens += est
+            units += count
         if not ids:
             return None
         await conn.execute(
@@ -223,7 +232,7 @@ async def release(db: Database, batch_id: str, *, now_ms: int, reason: str) -> i
         cursor = await conn.execute(
             "UPDATE batches SET status = 'failed', finished_ms = ?, errors = ? "
             "WHERE id = ? AND status = 'created'",
-            (now_ms, orjson.dumps([{"code": "not_submitted", "message": reason}]), batch_id),
+            (now_ms, _text([{"code": "not_submitted", "message": reason}]), batch_id),
         )
         if cursor.rowcount != 1:
             return 0
@@ -296,9 +305,12 @@ async def apply_outcomes(
         for ticket in rows:
             outcome = by_id[ticket.id]
             if ticket.status is not TicketStatus.SUBMITTED:
-                applied.ignored.append((ticket.id, ticket.status.value))
-                events.append((ticket.id, now_ms, ticket.status.value, ticket.status.value,
-                               f"late result from {batch_id} ignored"))  # fmt: skip
+                # Already settled by this batch (a second ingest after a crash): nothing
+                # to say. Taken over by the deadline guard: a late result, logged.
+                if ticket.lane == "realtime":
+                    applied.ignored.append((ticket.id, ticket.status.value))
+                    events.append((ticket.id, now_ms, ticket.status.value, ticket.status.value,
+                                   f"late result from {batch_id} ignored"))  # fmt: skip
                 continue
             status = outcome.status
             if status is TicketStatus.QUEUED and not refund and ticket.attempts >= max_attempts:
@@ -365,7 +377,7 @@ async def close(
             "UPDATE batches SET status = ?, finished_ms = ?, completed_lines = ?, "
             "failed_lines = ?, errors = ? WHERE id = ? AND status = 'submitted'",
             (state.value, now_ms, completed, failed,
-             orjson.dumps(list(errors)) if errors else None, batch_id),
+             _text(list(errors)) if errors else None, batch_id),
         )  # fmt: skip
         return cursor.rowcount == 1
 

@@ -81,6 +81,7 @@ MIGRATIONS: list[tuple[str, str]] = [
             status TEXT NOT NULL,
             body BLOB NOT NULL,
             est_tokens INTEGER NOT NULL DEFAULT 0,
+            units INTEGER NOT NULL DEFAULT 1,
             created_ms INTEGER NOT NULL,
             deadline_ms INTEGER NOT NULL,
             not_before_ms INTEGER NOT NULL DEFAULT 0,

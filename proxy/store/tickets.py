@@ -73,9 +73,9 @@ def marks(count: int) -> str:
 
 _INSERT = (
     "INSERT INTO tickets (id, key_name, request_id, idempotency_key, endpoint, model, provider, "
-    "upstream_model, lane, reason, status, body, est_tokens, created_ms, deadline_ms, "
+    "upstream_model, lane, reason, status, body, est_tokens, units, created_ms, deadline_ms, "
     "not_before_ms, updated_ms, callback_url) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (key_name, idempotency_key) DO NOTHING"
 )
 
@@ -91,7 +91,7 @@ async def insert_tickets(conn: aiosqlite.Connection, items: list[NewTicket]) -> 
             (
                 item.id, item.key_name, item.request_id, item.idempotency_key, item.endpoint,
                 item.model, item.provider, item.upstream_model, item.lane, item.reason,
-                item.body, item.est_tokens, item.created_ms, item.deadline_ms,
+                item.body, item.est_tokens, item.units, item.created_ms, item.deadline_ms,
                 item.not_before_ms, item.created_ms, item.callback_url,
             ),
         )  # fmt: skip
