@@ -22,12 +22,14 @@ from starlette.routing import BaseRoute, Route
 from adapters.base import ChatAdapter
 from adapters.clock import Clock, SystemClock
 from adapters.deepseek import DeepSeekAdapter
+from adapters.gemini_cache_manager import CacheManager
 from adapters.http import make_client
 from adapters.openai import OpenAIAdapter
 from proxy import accounting, endpoints
 from proxy.auth import Authenticator
 from proxy.context import Services
 from proxy.errors import NotFound, ProxyError, render
+from proxy.gemini_wiring import CacheMaintenance, build_gemini_adapter
 from proxy.http_io import LogContext
 from proxy.metrics import Metrics
 from proxy.pricing import Pricer
@@ -61,15 +63,23 @@ def create_app(
         services = Services(
             settings=settings, db=db, clock=clock or SystemClock(), routelog=routelog
         )
-        services.chat = build_chat_adapters(settings, provider_keys, transports or {})
+        pricer = Pricer.from_settings(settings)
         services.extras["auth"] = authenticator
-        services.extras["pricer"] = Pricer.from_settings(settings)
+        services.extras["pricer"] = pricer
         services.extras["metrics"] = Metrics.from_settings(settings)
+        services.chat, cache_managers = build_chat_adapters(
+            settings, provider_keys, transports or {}, db=db, clock=services.clock, pricer=pricer
+        )
+        maintenance = CacheMaintenance(cache_managers)
+        services.extras["cache_maintenance"] = maintenance
         app.state.services = services
         routelog.start()
+        await maintenance.reconcile()
+        maintenance.start()
         try:
             yield
         finally:
+            await maintenance.stop()
             await routelog.stop()
             for adapter in services.chat.values():
                 await adapter.aclose()
@@ -87,8 +97,13 @@ def build_chat_adapters(
     settings: Settings,
     keys: Mapping[str, str | None],
     transports: Mapping[str, httpx.AsyncBaseTransport],
-) -> dict[str, ChatAdapter]:
+    *,
+    db: Database,
+    clock: Clock,
+    pricer: Pricer,
+) -> tuple[dict[str, ChatAdapter], list[CacheManager]]:
     adapters: dict[str, ChatAdapter] = {}
+    managers: list[CacheManager] = []
     server = settings.server
     for name, provider in settings.providers.items():
         client = make_client(
@@ -107,11 +122,11 @@ def build_chat_adapters(
                 client, api_key=keys[name], max_response_bytes=server.max_upstream_response_bytes
             )
         else:
-            # Gemini is wired by its adapter module (translation + caching).
-            from proxy.gemini_wiring import build_gemini_adapter
-
-            adapters[name] = build_gemini_adapter(settings, name, client, keys[name])
-    return adapters
+            adapters[name], manager = build_gemini_adapter(
+                settings, name, client, keys[name], db=db, clock=clock, pricer=pricer
+            )
+            managers.append(manager)
+    return adapters, managers
 
 
 def _endpoint(

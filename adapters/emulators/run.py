@@ -43,10 +43,19 @@ def _openai_config(flavour: str, options: argparse.Namespace) -> OpenAIEmulatorC
     )
 
 
-# One factory per kind. The Gemini emulator registers here as "gemini".
+def _gemini(clock: Clock, options: argparse.Namespace) -> Starlette:
+    from adapters.emulators.gemini_config import GeminiEmulatorConfig
+    from adapters.emulators.gemini_server import create_app as gemini_app
+
+    keys = frozenset(options.api_key) if options.api_key else None
+    return gemini_app(GeminiEmulatorConfig(api_keys=keys), clock=clock)
+
+
+# One factory per kind.
 KINDS: dict[str, Callable[[Clock, argparse.Namespace], Starlette]] = {
     "openai": _openai,
     "deepseek": _deepseek,
+    "gemini": _gemini,
 }
 
 
