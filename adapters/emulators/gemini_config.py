@@ -43,6 +43,8 @@ class GeminiEmulatorConfig:
     chat_models: tuple[str, ...] = DEFAULT_CHAT_MODELS
     embedding_models: tuple[str, ...] = DEFAULT_EMBEDDING_MODELS
     thinking_models: tuple[str, ...] = DEFAULT_THINKING_MODELS
+    # Per-model minimum size of an explicit cache; entries given here override the
+    # defaults above model by model, and unlisted models use ``default_cache_min_tokens``.
     cache_min_tokens: Mapping[str, int] = field(default_factory=lambda: DEFAULT_CACHE_MIN_TOKENS)
     default_cache_min_tokens: int = 1024
     # Default cache lifetime when neither ttl nor expireTime is given (providers.md §3.5).
@@ -55,6 +57,10 @@ class GeminiEmulatorConfig:
     block_reason: str = "SAFETY"
     # Words per streamed text chunk.
     stream_chunk_words: int = 3
+    # Line ending of SSE frames. CRLF by default (not verified in providers.md): it is the
+    # stricter test, since line-based parsers accept both while code that splits events
+    # only on "\n\n" breaks on it; "\n" gives the framing providers.md §3.4 shows.
+    sse_newline: Literal["\r\n", "\n"] = "\r\n"
     # Output dimensionality of embeddings when the request does not choose one.
     embedding_dimensions: int = 768
     max_recorded_requests: int = 1000
@@ -66,6 +72,10 @@ class GeminiEmulatorConfig:
     batch_expire_after: float = 48 * 3600.0
     # Inline batch requests must stay under 20 MB in total.
     max_inline_batch_bytes: int = 20 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        merged = {**DEFAULT_CACHE_MIN_TOKENS, **self.cache_min_tokens}
+        object.__setattr__(self, "cache_min_tokens", MappingProxyType(merged))
 
     def min_cache_tokens(self, model: str) -> int:
         return self.cache_min_tokens.get(model, self.default_cache_min_tokens)

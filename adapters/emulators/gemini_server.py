@@ -2,7 +2,19 @@
 
     app = create_app(GeminiEmulatorConfig(api_keys=frozenset({"k"})), clock=ManualClock())
 
-Every ``/v1beta`` call is recorded (``app.state.requests``), authenticated (``x-goog-api-key``
+Routes, under ``/v1beta`` and (for google-genai 3.x, which defaults to it) ``/v1``:
+
+    GET    models, models/{m}
+    POST   models/{m}:generateContent | :streamGenerateContent[?alt=sse] | :countTokens
+           | :embedContent | :batchEmbedContents | :batchGenerateContent
+    GET/POST                cachedContents            (list, create)
+    GET/PATCH/DELETE        cachedContents/{id}       (patch: ?updateMask=ttl|expireTime)
+    GET; GET/DELETE; POST   batches; batches/{id}; batches/{id}:cancel
+
+State for tests: ``app.state.faults``, ``.requests``, ``.clock``, ``.config``, ``.caches``
+(gemini_cache.CacheStore) and ``.batches`` (gemini_batch.BatchStore).
+
+Every API call is recorded (``app.state.requests``), authenticated (``x-goog-api-key``
 or ``?key=``), then meets the first matching injected fault (``app.state.faults``) before
 the real handler runs. The control routes are the shared ``/_emulator/*`` of control.py
 (faults, clock, requests), without auth; recorded requests here also carry ``query``.
@@ -172,6 +184,7 @@ class _Server:
             return stream_response(
                 chunks,
                 sse=request.query_params.get("alt") == "sse",
+                newline=self.config.sse_newline,
                 drop_after=fault.drop_after_events if fault else None,
                 error_after=fault.error_after_events if fault else None,
                 error=error,

@@ -18,8 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from adapters.emulators.transport import ConnectionDropped
 
-# Google's front end ends SSE lines with CRLF; clients that split events only on
-# "\n\n" break on it, so the emulator does the same by default.
+# The default SSE line ending; see ``GeminiEmulatorConfig.sse_newline`` for why CRLF.
 SSE_NEWLINE = "\r\n"
 JSON_TYPE = "application/json; charset=UTF-8"
 

@@ -504,6 +504,17 @@ async def test_sse_stream_is_incremental_cumulative_and_has_no_done(
     assert all("finishReason" not in e["candidates"][0] for e in events[:-1])
 
 
+async def test_sse_line_ending_is_configurable() -> None:
+    app = create_app(GeminiEmulatorConfig(sse_newline="\n"), clock=ManualClock())
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://g", headers=KEY) as c:
+        response = await c.post(
+            f"{FLASH}:streamGenerateContent?alt=sse", json={"contents": [user("lf please")]}
+        )
+    assert "\r" not in response.text
+    assert len(sse_events(response.text)) >= 2
+
+
 async def test_stream_without_alt_sse_is_a_json_array(client: httpx.AsyncClient) -> None:
     body = {"contents": [user("array please")]}
     response = await client.post(f"{FLASH}:streamGenerateContent", json=body)

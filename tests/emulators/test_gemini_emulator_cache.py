@@ -115,8 +115,10 @@ async def test_minimum_is_per_model(client: httpx.AsyncClient) -> None:
 
 
 async def test_minimum_comes_from_config(clock: ManualClock) -> None:
-    app = create_app(GeminiEmulatorConfig(cache_min_tokens={"gemini-2.5-flash": 4096}), clock=clock)
-    transport = httpx.ASGITransport(app=app)
+    config = GeminiEmulatorConfig(cache_min_tokens={"gemini-2.5-flash": 4096})
+    assert config.min_cache_tokens("gemini-2.5-pro") == 2048  # overrides merge over defaults
+    assert config.min_cache_tokens("gemini-9") == config.default_cache_min_tokens
+    transport = httpx.ASGITransport(app=create_app(config, clock=clock))
     async with httpx.AsyncClient(transport=transport, base_url="http://g", headers=KEY) as c:
         response = await c.post("/v1beta/cachedContents", json=cache_body())
         assert "min_total_token_count=4096" in await error_of(response, 400)
