@@ -126,7 +126,7 @@ async def deliver(
             response = await client.send(request, stream=True, follow_redirects=False)
             try:
                 read = 0
-                async for chunk in response.aiter_raw():
+                async for chunk in response.aiter_bytes():
                     read += len(chunk)
                     if read > _MAX_RESPONSE_BYTES:
                         break
