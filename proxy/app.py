@@ -19,12 +19,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from adapters.base import ChatAdapter
+from adapters.base import BatchAdapter, ChatAdapter
 from adapters.clock import Clock, SystemClock
 from adapters.deepseek import DeepSeekAdapter
 from adapters.gemini_cache_manager import CacheManager
 from adapters.http import make_client
 from adapters.openai import OpenAIAdapter
+from adapters.openai_batch import OpenAIBatchAdapter
 from proxy import accounting, endpoints
 from proxy.auth import Authenticator
 from proxy.context import Services
@@ -34,8 +35,10 @@ from proxy.http_io import LogContext
 from proxy.metrics import Metrics
 from proxy.pricing import Pricer
 from proxy.routelog import RouteLog
+from proxy.scheduler import Scheduler
 from proxy.settings import Settings, resolve_client_keys, resolve_provider_key
 from proxy.store.db import Database
+from proxy.tickets import admin_flush_route, ticket_routes
 
 log = logging.getLogger(__name__)
 
@@ -70,19 +73,25 @@ def create_app(
         services.chat, cache_managers = build_chat_adapters(
             settings, provider_keys, transports or {}, db=db, clock=services.clock, pricer=pricer
         )
+        services.batch = build_batch_adapters(settings, provider_keys, transports or {})
         maintenance = CacheMaintenance(cache_managers)
         services.extras["cache_maintenance"] = maintenance
+        scheduler = Scheduler(services, environ=environ)
         app.state.services = services
         routelog.start()
         await maintenance.reconcile()
         maintenance.start()
+        await scheduler.start()
         try:
             yield
         finally:
+            await scheduler.stop()
             await maintenance.stop()
             await routelog.stop()
             for adapter in services.chat.values():
                 await adapter.aclose()
+            for batch_adapter in services.batch.values():
+                await batch_adapter.aclose()
             await db.close()
 
     app = Starlette(
@@ -129,6 +138,29 @@ def build_chat_adapters(
     return adapters, managers
 
 
+def build_batch_adapters(
+    settings: Settings,
+    keys: Mapping[str, str | None],
+    transports: Mapping[str, httpx.AsyncBaseTransport],
+) -> dict[str, BatchAdapter]:
+    """A Files + Batch API client per OpenAI provider (DeepSeek has no batch lane; Gemini
+    requests are served in real time). Its own pool: uploads are long, and must never
+    hold connections the real-time lane needs."""
+    adapters: dict[str, BatchAdapter] = {}
+    for name, provider in settings.providers.items():
+        if provider.type != "openai":
+            continue
+        client = make_client(
+            provider.base_url,
+            max_connections=16,
+            timeout=float(settings.server.upstream_timeout),
+            connect_timeout=float(settings.server.connect_timeout),
+            transport=transports.get(name),
+        )
+        adapters[name] = OpenAIBatchAdapter(client, api_key=keys[name])
+    return adapters
+
+
 def _endpoint(
     name: str, handler: Handler, *, log_route: bool = True
 ) -> Callable[[Request], Awaitable[Response]]:
@@ -154,8 +186,21 @@ def _endpoint(
     return endpoint
 
 
+def _plain_endpoint(
+    name: str, handler: Callable[[Request], Awaitable[Response]]
+) -> Callable[[Request], Awaitable[Response]]:
+    """Authentication and error rendering for handlers that take only the request."""
+
+    async def with_context(request: Request, ctx: LogContext) -> Response:
+        return await handler(request)
+
+    return _endpoint(name, with_context, log_route=False)
+
+
 def _routes() -> list[BaseRoute]:
     return [
+        *ticket_routes(_plain_endpoint),
+        admin_flush_route(_plain_endpoint),
         Route("/healthz", endpoints.healthz, methods=["GET"]),
         Route("/metrics", endpoints.metrics, methods=["GET"]),
         Route(
