@@ -11,10 +11,35 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any
 
-_WORDS = (
-    "the quick brown fox jumps over a lazy dog while costroute routes every call down "
-    "the cheapest lane that still meets its deadline and batches wait patiently"
-).split()
+_WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "costroute",
+    "routes",
+    "every",
+    "call",
+    "down",
+    "the",
+    "cheapest",
+    "lane",
+    "that",
+    "still",
+    "meets",
+    "its",
+    "deadline",
+    "and",
+    "batches",
+    "wait",
+    "patiently",
+]
 
 
 def count_text(text: str) -> int:

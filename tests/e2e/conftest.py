@@ -44,8 +44,16 @@ def stack_settings(tmp: Path, openai_url: str, deepseek_url: str, **overrides: A
             ]
         },
         "providers": {
-            "openai": {"type": "openai", "base_url": openai_url + "/v1", "api_key_env": "OPENAI_API_KEY"},
-            "deepseek": {"type": "deepseek", "base_url": deepseek_url, "api_key_env": "DEEPSEEK_API_KEY"},
+            "openai": {
+                "type": "openai",
+                "base_url": openai_url + "/v1",
+                "api_key_env": "OPENAI_API_KEY",
+            },
+            "deepseek": {
+                "type": "deepseek",
+                "base_url": deepseek_url,
+                "api_key_env": "DEEPSEEK_API_KEY",
+            },
         },
         "models": {
             "gpt-4o-mini": {"provider": "openai"},
@@ -53,7 +61,12 @@ def stack_settings(tmp: Path, openai_url: str, deepseek_url: str, **overrides: A
             "text-embedding-3-small": {"provider": "openai", "kind": "embedding"},
             "deepseek-flash": {"provider": "deepseek"},
         },
-        "retry": {"max_retries": 2, "backoff_base": 0.01, "backoff_max": 0.05, "max_retry_after": 2},
+        "retry": {
+            "max_retries": 2,
+            "backoff_base": 0.01,
+            "backoff_max": 0.05,
+            "max_retry_after": 2,
+        },
     }
     for section, values in overrides.items():
         data.setdefault(section, {}).update(values)
@@ -138,4 +151,12 @@ def fresh(stack: Stack) -> Stack:
     return stack
 
 
-__all__ = ["ADMIN_KEY", "CLIENT_KEY", "DEEPSEEK_KEY", "OPENAI_KEY", "OTHER_KEY", "Stack", "free_port"]
+__all__ = [
+    "ADMIN_KEY",
+    "CLIENT_KEY",
+    "DEEPSEEK_KEY",
+    "OPENAI_KEY",
+    "OTHER_KEY",
+    "Stack",
+    "free_port",
+]

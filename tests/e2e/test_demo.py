@@ -12,7 +12,10 @@ def test_demo_runs_every_lane_and_ends_with_the_savings_report() -> None:
     env = {k: v for k, v in os.environ.items() if not k.endswith("_KEY")}
     result = subprocess.run(
         [sys.executable, "-m", "proxy", "demo", "--requests", "2", "--deferred", "5"],
-        capture_output=True, text=True, timeout=120, env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -20,7 +23,7 @@ def test_demo_runs_every_lane_and_ends_with_the_savings_report() -> None:
     assert "the same Idempotency-Key again returns the same ticket" in out
     assert "realtime+cache" in out  # the Gemini prompt got cached
     assert "batch line succeeded" in out
-    report = out[out.index("costroute report"):]
+    report = out[out.index("costroute report") :]
     for lane in ("batch", "realtime", "realtime+cache", "(total)"):
         assert lane in report
     # No secrets on screen: the demo's provider keys stay inside the proxy.

@@ -31,7 +31,9 @@ def test_bad_key_is_401(fresh: Stack) -> None:
     with pytest.raises(openai.AuthenticationError):
         fresh.client(key="sk-wrong").chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     with fresh.http(None) as http:
-        response = http.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": MESSAGES})
+        response = http.post(
+            "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": MESSAGES}
+        )
     assert response.status_code == 401
     assert _envelope(response)["code"] == "invalid_api_key"
     assert fresh.openai_state.requests == []
@@ -51,7 +53,9 @@ def test_bad_key_is_401(fresh: Stack) -> None:
         ({"model": "unknown-model", "messages": MESSAGES}, "model"),
     ],
 )
-def test_invalid_bodies_are_400_naming_the_field(fresh: Stack, body: dict[str, object], param: str) -> None:
+def test_invalid_bodies_are_400_naming_the_field(
+    fresh: Stack, body: dict[str, object], param: str
+) -> None:
     with fresh.http() as http:
         response = http.post("/v1/chat/completions", json=body)
     assert response.status_code == 400
@@ -69,8 +73,11 @@ def test_unknown_model_raises_bad_request_in_the_sdk(fresh: Stack) -> None:
 
 def test_malformed_json_is_400(fresh: Stack) -> None:
     with fresh.http() as http:
-        response = http.post("/v1/chat/completions", content=b'{"model": "gpt-4o-mini", "messages": [',
-                             headers={"content-type": "application/json"})
+        response = http.post(
+            "/v1/chat/completions",
+            content=b'{"model": "gpt-4o-mini", "messages": [',
+            headers={"content-type": "application/json"},
+        )
     assert response.status_code == 400
     assert "JSON" in str(_envelope(response)["message"])
 
@@ -86,9 +93,13 @@ def test_unknown_route_is_404_envelope(fresh: Stack) -> None:
 
 
 def test_body_over_the_limit_is_413_before_it_is_read(fresh: Stack) -> None:
-    huge = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"' + b"x" * 200_000 + b'"}]}'
+    huge = (
+        b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"' + b"x" * 200_000 + b'"}]}'
+    )
     with fresh.http() as http:
-        response = http.post("/v1/chat/completions", content=huge, headers={"content-type": "application/json"})
+        response = http.post(
+            "/v1/chat/completions", content=huge, headers={"content-type": "application/json"}
+        )
     assert response.status_code == 413
     assert _envelope(response)["code"] == "request_too_large"
 
@@ -107,9 +118,17 @@ def test_body_over_the_limit_is_413_before_it_is_read(fresh: Stack) -> None:
 
 
 def test_upstream_4xx_passes_through(fresh: Stack) -> None:
-    fresh.openai_state.faults.add(status=400, body={"error": {
-        "message": "This model's maximum context length is 128000 tokens.",
-        "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}})
+    fresh.openai_state.faults.add(
+        status=400,
+        body={
+            "error": {
+                "message": "This model's maximum context length is 128000 tokens.",
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }
+        },
+    )
     with pytest.raises(openai.BadRequestError) as info:
         fresh.client().chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert info.value.code == "context_length_exceeded"
@@ -156,15 +175,33 @@ def test_dropped_connection_is_retried(fresh: Stack) -> None:
 
 
 def test_stream_error_before_first_byte_is_a_status(fresh: Stack) -> None:
-    fresh.openai_state.faults.add(status=400, body={"error": {"message": "bad", "type": "invalid_request_error", "param": None, "code": None}})
+    fresh.openai_state.faults.add(
+        status=400,
+        body={
+            "error": {
+                "message": "bad",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+        },
+    )
     with pytest.raises(openai.BadRequestError):
-        list(fresh.client().chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+        list(
+            fresh.client().chat.completions.create(
+                model="gpt-4o-mini", messages=MESSAGES, stream=True
+            )
+        )
 
 
 def test_stream_cut_mid_way_gives_the_caller_an_error_not_a_hang(fresh: Stack) -> None:
     fresh.openai_state.faults.add(drop_after_events=2)
     with pytest.raises(openai.APIError):
-        list(fresh.client().chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+        list(
+            fresh.client().chat.completions.create(
+                model="gpt-4o-mini", messages=MESSAGES, stream=True
+            )
+        )
     assert fresh.new_routes(1)[-1]["status"] == 502
 
 
@@ -173,7 +210,11 @@ def test_bad_input_writes_nothing_but_a_log_row(fresh: Stack) -> None:
         http.post("/v1/chat/completions", json={"model": "nope", "messages": MESSAGES})
     rows = fresh.new_routes(1)
     assert len(rows) == 1
-    assert (rows[-1]["status"], rows[-1]["error_code"], rows[-1]["key_name"]) == (400, "model_not_found", "team-a")
+    assert (rows[-1]["status"], rows[-1]["error_code"], rows[-1]["key_name"]) == (
+        400,
+        "model_not_found",
+        "team-a",
+    )
 
     async def count_tickets() -> int:
         row = await fresh.proxy.app.state.services.db.fetchone("SELECT COUNT(*) FROM tickets")
@@ -187,8 +228,11 @@ def test_unreachable_and_slow_upstreams(tmp_path: Path) -> None:
     try:
         dead_port = free_port()  # nothing listens here
         settings = stack_settings(
-            tmp_path, f"http://127.0.0.1:{dead_port}", slow.url,
-            server={"upstream_timeout": "1s"}, retry={"max_retries": 0},
+            tmp_path,
+            f"http://127.0.0.1:{dead_port}",
+            slow.url,
+            server={"upstream_timeout": "1s"},
+            retry={"max_retries": 0},
         )
         # deepseek points at the live emulator, which we make slow.
         proxy = ServerThread(create_app(settings, environ=ENV)).start()

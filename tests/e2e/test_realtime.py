@@ -25,7 +25,8 @@ def test_plain_chat_through_the_sdk(fresh: Stack) -> None:
     assert raw.headers["x-request-id"].startswith("req_")
     completion = strict(ChatCompletion, raw.http_response.json())
     assert completion.choices[0].message.content
-    assert completion.usage is not None and completion.usage.prompt_tokens > 0
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens > 0
     sent = fresh.openai_state.requests[-1]
     # The provider's key goes upstream, never the caller's.
     assert sent["headers"]["authorization"] == f"Bearer {OPENAI_KEY}"
@@ -33,8 +34,19 @@ def test_plain_chat_through_the_sdk(fresh: Stack) -> None:
 
 
 def test_unknown_fields_pass_through_unchanged_and_alias_is_renamed(fresh: Stack) -> None:
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+    ]
     completion = fresh.client().chat.completions.create(
         model="mini-alias",
         messages=MESSAGES,
@@ -66,7 +78,9 @@ def test_json_mode_passes_through(fresh: Stack) -> None:
 def test_streaming_with_usage(fresh: Stack) -> None:
     chunks = list(
         fresh.client().chat.completions.create(
-            model="gpt-4o-mini", messages=MESSAGES, stream=True,
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            stream=True,
             stream_options={"include_usage": True},
         )
     )
@@ -75,14 +89,17 @@ def test_streaming_with_usage(fresh: Stack) -> None:
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text
-    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens > 0
 
 
 def test_streaming_without_usage_hides_the_forced_usage_chunk(fresh: Stack) -> None:
     with fresh.http() as http:
-        response = http.post("/v1/chat/completions", json={
-            "model": "gpt-4o-mini", "messages": MESSAGES, "stream": True})
+        response = http.post(
+            "/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True},
+        )
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.headers["x-costroute-lane"] == "realtime"
     events = [line for line in response.text.split("\n\n") if line]
@@ -92,7 +109,9 @@ def test_streaming_without_usage_hides_the_forced_usage_chunk(fresh: Stack) -> N
     sent = fresh.openai_state.requests[-1]["json"]
     assert sent["stream_options"]["include_usage"] is True
     row = fresh.new_routes(1)[-1]
-    assert row["stream"] == 1 and row["completion_tokens"] and row["prompt_tokens"]
+    assert row["stream"] == 1
+    assert row["completion_tokens"]
+    assert row["prompt_tokens"]
 
 
 def test_embeddings_float_and_base64(fresh: Stack) -> None:
@@ -144,12 +163,17 @@ def test_routing_log_rows_carry_identity_and_usage(fresh: Stack) -> None:
     row = fresh.new_routes(1)[-1]
     assert row["key_name"] == "team-a"
     assert (row["model"], row["provider"], row["lane"], row["status"]) == (
-        "gpt-4o-mini", "openai", "realtime", 200)
+        "gpt-4o-mini",
+        "openai",
+        "realtime",
+        200,
+    )
     assert row["reason"] == "no latency tolerance"
     assert completion.usage is not None
     assert row["prompt_tokens"] == completion.usage.prompt_tokens
     assert row["completion_tokens"] == completion.usage.completion_tokens
-    assert row["latency_ms"] > 0 and row["upstream_ms"] > 0
+    assert row["latency_ms"] > 0
+    assert row["upstream_ms"] > 0
 
 
 def test_python_sdk_async_client_works_too(fresh: Stack) -> None:
@@ -166,6 +190,8 @@ def test_python_sdk_async_client_works_too(fresh: Stack) -> None:
 def test_httpx_keepalive_many_requests(fresh: Stack) -> None:
     with fresh.http() as http:
         for _ in range(20):
-            response = http.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": MESSAGES})
+            response = http.post(
+                "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": MESSAGES}
+            )
             assert response.status_code == 200
     assert isinstance(http, httpx.Client)

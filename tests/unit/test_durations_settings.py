@@ -10,7 +10,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("0", 0), ("90s", 90), ("15m", 900), ("4h", 14400), ("24h", 86400), ("1d", 86400), (" 2h ", 7200)],
+    [
+        ("0", 0),
+        ("90s", 90),
+        ("15m", 900),
+        ("4h", 14400),
+        ("24h", 86400),
+        ("1d", 86400),
+        (" 2h ", 7200),
+    ],
 )
 def test_parse_duration_accepts_the_contract(text: str, seconds: int) -> None:
     assert parse_duration(text) == seconds
@@ -57,7 +65,7 @@ def test_invalid_toml_is_reported(tmp_path: Path) -> None:
 def test_client_keys_resolve_from_named_variables_and_only_hashes_are_kept() -> None:
     settings = parse_settings({"auth": {"keys": [{"name": "team-a", "key_env": "TEAM_A_KEY"}]}})
     keys = resolve_client_keys(settings, {"TEAM_A_KEY": "sk-secret-a"})
-    assert list(keys.values())[0].name == "team-a"
+    assert next(iter(keys.values())).name == "team-a"
     assert all("sk-secret-a" not in digest for digest in keys)
     with pytest.raises(ConfigError, match="TEAM_A_KEY"):
         resolve_client_keys(settings, {})

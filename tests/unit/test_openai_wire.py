@@ -29,16 +29,34 @@ async def test_sse_events_handle_crlf_comments_and_multiline_data() -> None:
 
 
 def test_extract_usage_reads_openai_and_deepseek_shapes() -> None:
-    openai = {"usage": {"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14,
-                        "prompt_tokens_details": {"cached_tokens": 6},
-                        "completion_tokens_details": {"reasoning_tokens": 2}}}
+    openai = {
+        "usage": {
+            "prompt_tokens": 10,
+            "completion_tokens": 4,
+            "total_tokens": 14,
+            "prompt_tokens_details": {"cached_tokens": 6},
+            "completion_tokens_details": {"reasoning_tokens": 2},
+        }
+    }
     usage = extract_usage(openai)
     assert usage is not None
-    assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.reasoning_tokens) == (10, 4, 6, 2)
-    deepseek = {"usage": {"prompt_tokens": 10, "completion_tokens": 1, "prompt_cache_hit_tokens": 8,
-                          "prompt_cache_miss_tokens": 2}}
+    assert (
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.cached_tokens,
+        usage.reasoning_tokens,
+    ) == (10, 4, 6, 2)
+    deepseek = {
+        "usage": {
+            "prompt_tokens": 10,
+            "completion_tokens": 1,
+            "prompt_cache_hit_tokens": 8,
+            "prompt_cache_miss_tokens": 2,
+        }
+    }
     usage = extract_usage(deepseek)
-    assert usage is not None and usage.cached_tokens == 8
+    assert usage is not None
+    assert usage.cached_tokens == 8
     assert extract_usage({"usage": None}) is None
     assert extract_usage(None) is None
 
@@ -59,16 +77,25 @@ def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> N
 
 
 def test_status_error_keeps_the_provider_error_object() -> None:
-    body = b'{"error":{"message":"Rate limit reached","type":"tokens","param":null,"code":"rate_limit_exceeded"}}'
+    body = (
+        b'{"error":{"message":"Rate limit reached","type":"tokens",'
+        b'"param":null,"code":"rate_limit_exceeded"}}'
+    )
     error = status_error(429, body, {"retry-after": "2", "x-should-retry": "true"})
     assert isinstance(error, RateLimited)
-    assert error.retry_after == 2.0 and error.retryable
-    assert error.error_object() == {"message": "Rate limit reached", "type": "tokens", "param": None,
-                                    "code": "rate_limit_exceeded"}
+    assert error.retry_after == 2.0
+    assert error.retryable
+    assert error.error_object() == {
+        "message": "Rate limit reached",
+        "type": "tokens",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
 
 
 def test_status_error_survives_non_json_bodies() -> None:
     error = status_error(502, b"<html>bad gateway</html>", {})
     assert isinstance(error, UpstreamStatus)
-    assert error.status == 502 and error.retryable
+    assert error.status == 502
+    assert error.retryable
     assert "502" in error.message

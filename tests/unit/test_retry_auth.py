@@ -82,7 +82,9 @@ def test_authenticator_identifies_each_key() -> None:
     assert auth.authenticate("bearer sk-admin").admin
 
 
-@pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer ", "Basic sk-a", "sk-a", "Bearer sk-b"])
+@pytest.mark.parametrize(
+    "header", [None, "", "Bearer", "Bearer ", "Basic sk-a", "sk-a", "Bearer sk-b"]
+)
 def test_authenticator_rejects(header: str | None) -> None:
     with pytest.raises(Unauthorized):
         _auth().authenticate(header)

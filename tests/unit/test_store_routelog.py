@@ -16,7 +16,8 @@ async def test_migrations_apply_once_and_wal_is_on(tmp_path: Path) -> None:
         names = [row[0] for row in await db.fetchall("SELECT name FROM _migrations ORDER BY name")]
         assert names == sorted(name for name, _ in MIGRATIONS)
         mode = await db.fetchone("PRAGMA journal_mode")
-        assert mode is not None and mode[0] == "wal"
+        assert mode is not None
+        assert mode[0] == "wal"
     finally:
         await db.close()
 
@@ -39,12 +40,14 @@ async def test_group_commit_shares_transactions_and_resolves_after_commit(tmp_pa
         results = await asyncio.gather(*(writer.submit(i) for i in range(200)))
         assert results == [i * 2 for i in range(200)]
         # Far fewer transactions than writes: that is the point of group commit.
-        assert sum(batches) == 200 and len(batches) < 200
+        assert sum(batches) == 200
+        assert len(batches) < 200
         # Durable: a fresh connection sees every row.
         other = await Database.open(tmp_path / "g.db")
         row = await other.fetchone("SELECT COUNT(*) FROM ticket_events")
         await other.close()
-        assert row is not None and row[0] == 200
+        assert row is not None
+        assert row[0] == 200
     finally:
         await writer.stop()
         await db.close()
@@ -60,7 +63,9 @@ async def test_group_commit_failure_reaches_every_waiter(tmp_path: Path) -> None
     writer: GroupCommit[int, int] = GroupCommit(db, apply)
     writer.start()
     try:
-        outcomes = await asyncio.gather(*(writer.submit(i) for i in range(5)), return_exceptions=True)
+        outcomes = await asyncio.gather(
+            *(writer.submit(i) for i in range(5)), return_exceptions=True
+        )
         assert all(isinstance(o, Exception) for o in outcomes)
     finally:
         await writer.stop()
@@ -73,8 +78,14 @@ async def test_routelog_buffers_and_flushes(tmp_path: Path) -> None:
     log.start()
     try:
         for i in range(50):
-            log.record(ts_ms=i, request_id=f"req_{i}", endpoint="/v1/chat/completions",
-                       lane="realtime", reason="test", status=200)
+            log.record(
+                ts_ms=i,
+                request_id=f"req_{i}",
+                endpoint="/v1/chat/completions",
+                lane="realtime",
+                reason="test",
+                status=200,
+            )
         await log.flush()
         rows = await db.fetchall("SELECT request_id, stream, attempts FROM routes ORDER BY id")
         assert [r[0] for r in rows] == [f"req_{i}" for i in range(50)]
