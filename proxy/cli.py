@@ -134,14 +134,25 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _print_summary(settings: Settings) -> None:
+    from proxy.planner import BATCH_PROVIDER_TYPES, FLEX_PROVIDER_TYPES
+
     print(
         f"config OK: {len(settings.providers)} providers, {len(settings.models)} models, "
         f"{len(settings.auth.keys)} client keys"
     )
     for name, model in settings.models.items():
+        provider = settings.providers[model.provider]
+        lanes = ["realtime"]
+        if model.flex and provider.type in FLEX_PROVIDER_TYPES:
+            lanes.append("flex")
+        if model.batch and provider.type in BATCH_PROVIDER_TYPES:
+            lanes.append("batch")
+        if provider.price_windows:
+            lanes.append("offpeak")
+        if provider.type == "gemini":
+            lanes.append("context cache")
         upstream = f" -> {model.upstream_model}" if model.upstream_model else ""
-        flags = [flag for flag, on in (("flex", model.flex), ("batch", model.batch)) if on]
-        print(f"  {name}{upstream} via {model.provider} ({', '.join(flags) or 'realtime only'})")
+        print(f"  {name}{upstream} via {model.provider} ({provider.type}): {', '.join(lanes)}")
 
 
 # --- logs ------------------------------------------------------------------------------
