@@ -38,8 +38,11 @@ class OpenAIAdapter:
         *,
         api_key: str | None,
         max_response_bytes: int = 64 * 1024 * 1024,
+        flex_timeout: float | None = None,
     ) -> None:
         self._client = client
+        # Flex requests are slower; OpenAI suggests a 15-minute client timeout for them.
+        self._flex_timeout = flex_timeout
         self._auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._max_response_bytes = max_response_bytes
 
@@ -80,11 +83,16 @@ class OpenAIAdapter:
         return OpenAIStream(response)
 
     async def _post_json(self, path: str, body: dict[str, Any]) -> Reply:
+        extensions = {}
+        if self._flex_timeout is not None and body.get("service_tier") == "flex":
+            timeout = httpx.Timeout(self._flex_timeout, connect=self._client.timeout.connect)
+            extensions["timeout"] = timeout.as_dict()
         request = self._client.build_request(
             "POST",
             path,
             content=orjson.dumps(body),
             headers={**self._auth, "content-type": "application/json"},
+            extensions=extensions,
         )
         with _mapped_errors():
             response = await self._client.send(request, stream=True)

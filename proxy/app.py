@@ -124,7 +124,10 @@ def build_chat_adapters(
         )
         if provider.type == "openai":
             adapters[name] = OpenAIAdapter(
-                client, api_key=keys[name], max_response_bytes=server.max_upstream_response_bytes
+                client,
+                api_key=keys[name],
+                max_response_bytes=server.max_upstream_response_bytes,
+                flex_timeout=float(server.flex_timeout),
             )
         elif provider.type == "deepseek":
             adapters[name] = DeepSeekAdapter(

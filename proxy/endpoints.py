@@ -8,27 +8,32 @@ either hand the request to the deferral queue or call the provider now. Failures
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from adapters.base import Reply
+from adapters.base import ChatAdapter, Reply
 from adapters.errors import AdapterError
 from proxy import accounting
 from proxy.auth import require_admin
-from proxy.context import Services
+from proxy.context import Caller, Services
+from proxy.deferral import deferral_of
 from proxy.errors import BadRequest, InvalidHeader, NotFound, UpstreamFailure
 from proxy.http_io import LogContext, parse_json, read_body
 from proxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from proxy.planner import Decision, Lane, plan
 from proxy.realtime import call_with_retries
 from proxy.streaming import relay_stream
+from proxy.tolerance import HEADER as TOLERANCE_HEADER
 from proxy.tolerance import read_tolerance
 from proxy.wire import ChatRequest, EmbeddingsRequest, validate_body
 
 CACHE_HEADER = "x-context-cache"
+# OpenAI's answer when the flex tier has no capacity (HTTP 429, not billed).
+FLEX_UNAVAILABLE = "resource_unavailable"
 _CACHE_MODES = ("auto", "force", "off")
 
 
@@ -45,30 +50,17 @@ async def chat_completions(request: Request, ctx: LogContext) -> Response:
     chat = validate_body(ChatRequest, payload, max_messages=services.settings.server.max_messages)
     ctx.model = chat.model
     ctx.stream = bool(chat.stream)
-    decision = _plan(services, ctx, request, caller, chat.model, "/v1/chat/completions")
+    decision = _plan(
+        services, ctx, request, caller, chat.model, "/v1/chat/completions", stream=ctx.stream
+    )
     if decision.deferred:
-        if chat.stream:
-            raise InvalidHeader(
-                "X-Latency-Tolerance", "stream: true cannot be combined with a latency tolerance"
-            )
-        deferral: Any = services.extras["deferral"]
-        accepted: Response = await deferral.enqueue(
-            services,
-            caller,
-            endpoint="/v1/chat/completions",
-            model=chat.model,
-            body=payload,
-            decision=decision,
-            headers=request.headers,
-            request_id=ctx.request_id,
-        )
-        return accepted
+        return await _defer(services, ctx, request, "/v1/chat/completions", payload, decision)
     body: dict[str, Any] = payload
     body["model"] = decision.upstream_model
-    if decision.lane is Lane.FLEX:
-        body["service_tier"] = "flex"
     adapter = services.chat[decision.provider]
     passed = _adapter_headers(request)
+    if decision.lane is Lane.FLEX and not chat.stream:
+        return await _flex(services, ctx, decision, adapter, body, passed)
     if chat.stream:
         include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
         upstream_started = time.perf_counter()
@@ -91,26 +83,70 @@ async def embeddings(request: Request, ctx: LogContext) -> Response:
     ctx.model = parsed.model
     decision = _plan(services, ctx, request, caller, parsed.model, "/v1/embeddings")
     if decision.deferred:
-        deferral: Any = services.extras["deferral"]
-        accepted: Response = await deferral.enqueue(
-            services,
-            caller,
-            endpoint="/v1/embeddings",
-            model=parsed.model,
-            body=payload,
-            decision=decision,
-            headers=request.headers,
-            request_id=ctx.request_id,
-        )
-        return accepted
+        return await _defer(services, ctx, request, "/v1/embeddings", payload, decision)
     body: dict[str, Any] = payload
     body["model"] = decision.upstream_model
     adapter = services.chat[decision.provider]
     return await _complete(services, ctx, decision, lambda: adapter.embed(body, headers={}))
 
 
+async def _flex(
+    services: Services,
+    ctx: LogContext,
+    decision: Decision,
+    adapter: ChatAdapter,
+    body: dict[str, Any],
+    passed: dict[str, str],
+) -> Response:
+    """OpenAI's flex tier; when it has no capacity (429 ``resource_unavailable``, not
+    billed) the request still meets its deadline at the standard tier."""
+    flex_body = {**body, "service_tier": "flex"}
+    try:
+        return await _complete(
+            services, ctx, decision, lambda: adapter.complete(flex_body, headers=passed)
+        )
+    except UpstreamFailure as failure:
+        if failure.code != FLEX_UNAVAILABLE:
+            raise
+    fallback = replace(
+        decision,
+        lane=Lane.REALTIME,
+        reason=decision.reason + "; flex capacity unavailable: sent at the standard tier",
+    )
+    ctx.lane, ctx.reason = fallback.lane.value, fallback.reason
+    return await _complete(services, ctx, fallback, lambda: adapter.complete(body, headers=passed))
+
+
+async def _defer(
+    services: Services,
+    ctx: LogContext,
+    request: Request,
+    endpoint: str,
+    payload: dict[str, Any],
+    decision: Decision,
+) -> Response:
+    """Commit the request as a ticket; the 202 is sent only after the commit."""
+    return await deferral_of(services).enqueue(
+        services,
+        request.state.caller,
+        endpoint=endpoint,
+        model=str(payload["model"]),
+        body=payload,
+        decision=decision,
+        headers=request.headers,
+        request_id=ctx.request_id,
+    )
+
+
 def _plan(
-    services: Services, ctx: LogContext, request: Request, caller: Any, model: str, endpoint: str
+    services: Services,
+    ctx: LogContext,
+    request: Request,
+    caller: Caller,
+    model: str,
+    endpoint: str,
+    *,
+    stream: bool = False,
 ) -> Decision:
     if model not in services.settings.models:
         raise BadRequest(
@@ -119,6 +155,13 @@ def _plan(
             code="model_not_found",
         )
     tolerance = read_tolerance(request.headers, caller)
+    if stream and tolerance:
+        if TOLERANCE_HEADER.lower() in request.headers:
+            raise InvalidHeader(
+                TOLERANCE_HEADER, "stream: true cannot be combined with a latency tolerance"
+            )
+        # A key's default tolerance does not apply to a caller that streams: it wants now.
+        tolerance = None
     decision = plan(
         model=model,
         endpoint=endpoint,

@@ -21,12 +21,14 @@ from tests.support import ServerThread, free_port
 CLIENT_KEY = "sk-client-team-a-0123456789"
 OTHER_KEY = "sk-client-team-b-9876543210"
 ADMIN_KEY = "sk-admin-ops-5555555555"
+PATIENT_KEY = "sk-client-team-c-patient-4242"
 OPENAI_KEY = "sk-provider-openai-abcdef"
 DEEPSEEK_KEY = "sk-provider-deepseek-abcdef"
 ENV = {
     "TEAM_A_KEY": CLIENT_KEY,
     "TEAM_B_KEY": OTHER_KEY,
     "OPS_KEY": ADMIN_KEY,
+    "TEAM_C_KEY": PATIENT_KEY,
     "OPENAI_API_KEY": OPENAI_KEY,
     "DEEPSEEK_API_KEY": DEEPSEEK_KEY,
 }
@@ -41,6 +43,7 @@ def stack_settings(tmp: Path, openai_url: str, deepseek_url: str, **overrides: A
                 {"name": "team-a", "key_env": "TEAM_A_KEY"},
                 {"name": "team-b", "key_env": "TEAM_B_KEY"},
                 {"name": "ops", "key_env": "OPS_KEY", "admin": True},
+                {"name": "team-c", "key_env": "TEAM_C_KEY", "default_tolerance": "5m"},
             ]
         },
         "providers": {
@@ -58,6 +61,7 @@ def stack_settings(tmp: Path, openai_url: str, deepseek_url: str, **overrides: A
         "models": {
             "gpt-4o-mini": {"provider": "openai"},
             "mini-alias": {"provider": "openai", "upstream_model": "gpt-4o-mini"},
+            "flex-mini": {"provider": "openai", "upstream_model": "gpt-4o-mini", "flex": True},
             "text-embedding-3-small": {"provider": "openai", "kind": "embedding"},
             "deepseek-flash": {"provider": "deepseek"},
         },
