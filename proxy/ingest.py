@@ -12,6 +12,7 @@ ticket exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +26,9 @@ from proxy.store import batches as bstore
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 1000
+# Lines applied per transaction: big enough to amortise commits, small enough that
+# enqueues waiting for the writer are not held up for long.
+_CHUNK = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,15 +79,25 @@ async def ingest(services: Services, batch: Batch, info: BatchInfo) -> Ingested:
 async def _ingest_file(
     services: Services, adapter: BatchAdapter, batch: Batch, file_id: str
 ) -> None:
+    """Parse lines while the previous chunk is being written: SQLite runs in its own
+    thread, so the two overlap. One chunk in flight at a time keeps memory bounded."""
     pending: list[Outcome] = []
-    async for raw in adapter.file_lines(file_id):
-        outcome = outcome_of(raw)
-        if outcome is None:
-            continue
-        pending.append(outcome)
-        if len(pending) >= _CHUNK:
-            await apply(services, batch, pending)
-            pending = []
+    writing: asyncio.Task[None] | None = None
+    try:
+        async for raw in adapter.file_lines(file_id):
+            outcome = outcome_of(raw)
+            if outcome is None:
+                continue
+            pending.append(outcome)
+            if len(pending) >= _CHUNK:
+                if writing is not None:
+                    await writing
+                writing = asyncio.create_task(apply(services, batch, pending))
+                pending = []
+    finally:
+        # A chunk already handed to SQLite commits (or not) as a whole either way.
+        if writing is not None:
+            await writing
     if pending:
         await apply(services, batch, pending)
 

@@ -19,7 +19,7 @@ import orjson
 from proxy.jobs import Batch, BatchState, Outcome, Ticket, TicketStatus, check_batch
 from proxy.store.db import Database
 from proxy.store.tickets import (
-    COLUMNS,
+    LIGHT_COLUMNS,
     add_events,
     add_webhooks,
     chunks,
@@ -112,7 +112,7 @@ async def claim(
     one large request cannot block its group while nothing else is in flight)."""
     async with db.transaction() as conn:
         async with conn.execute(
-            "SELECT id, length(body), est_tokens, units FROM tickets WHERE status = 'queued' "
+            "SELECT id, body_bytes, est_tokens, units FROM tickets WHERE status = 'queued' "
             "AND lane = 'batch' AND provider = ? AND upstream_model = ? AND endpoint = ? "
             "ORDER BY deadline_ms, created_ms LIMIT ?",
             (group.provider, group.model, group.endpoint, max_lines),
@@ -169,7 +169,8 @@ async def lines_of(
     last = ""
     while True:
         rows = await db.fetchall(
-            "SELECT id, body FROM tickets WHERE batch_id = ? AND id > ? ORDER BY id LIMIT ?",
+            "SELECT t.id, b.body FROM tickets t JOIN ticket_bodies b ON b.ticket_id = t.id "
+            "WHERE t.batch_id = ? AND t.id > ? ORDER BY t.id LIMIT ?",
             (batch_id, last, page),
         )
         for row in rows:
@@ -295,11 +296,13 @@ async def apply_outcomes(
         rows: list[Ticket] = []
         for part in chunks(list(by_id)):
             async with conn.execute(
-                f"SELECT {COLUMNS} FROM tickets WHERE batch_id = ? AND id IN ({marks(len(part))})",
+                f"SELECT {LIGHT_COLUMNS} FROM tickets "
+                f"WHERE batch_id = ? AND id IN ({marks(len(part))})",
                 [batch_id, *part],
             ) as cursor:
                 rows.extend(ticket_from_row(row) for row in await cursor.fetchall())
         finals: list[tuple[Any, ...]] = []
+        results: list[tuple[str, bytes]] = []
         retries: list[tuple[Any, ...]] = []
         events: list[tuple[str, int, str | None, str, str]] = []
         for ticket in rows:
@@ -321,19 +324,24 @@ async def apply_outcomes(
             else:
                 finals.append(
                     (
-                        status.value, now_ms, now_ms, outcome.result,
+                        status.value, now_ms, now_ms,
                         None if outcome.error is None else orjson.dumps(outcome.error),
                         outcome.prompt_tokens, outcome.completion_tokens, outcome.cached_tokens,
                         ticket.id, batch_id,
                     )
                 )  # fmt: skip
                 applied.final.append((ticket, _with_status(outcome, status)))
+                if status is TicketStatus.COMPLETED and outcome.result is not None:
+                    results.append((ticket.id, outcome.result))
             events.append((ticket.id, now_ms, "submitted", status.value, outcome.detail))
         await conn.executemany(
-            "UPDATE tickets SET status = ?, updated_ms = ?, finished_ms = ?, result = ?, "
+            "UPDATE tickets SET status = ?, updated_ms = ?, finished_ms = ?, "
             "error = ?, prompt_tokens = ?, completion_tokens = ?, cached_tokens = ? "
             "WHERE id = ? AND status = 'submitted' AND batch_id = ?",
             finals,
+        )
+        await conn.executemany(
+            "INSERT INTO ticket_results (ticket_id, result) VALUES (?, ?)", results
         )
         await conn.executemany(
             "UPDATE tickets SET status = 'queued', batch_id = NULL, attempts = attempts - ?, "

@@ -79,7 +79,7 @@ MIGRATIONS: list[tuple[str, str]] = [
             lane TEXT NOT NULL,
             reason TEXT NOT NULL,
             status TEXT NOT NULL,
-            body BLOB NOT NULL,
+            body_bytes INTEGER NOT NULL DEFAULT 0,
             est_tokens INTEGER NOT NULL DEFAULT 0,
             units INTEGER NOT NULL DEFAULT 1,
             created_ms INTEGER NOT NULL,
@@ -90,7 +90,6 @@ MIGRATIONS: list[tuple[str, str]] = [
             attempts INTEGER NOT NULL DEFAULT 0,
             batch_id TEXT REFERENCES batches(id),
             callback_url TEXT,
-            result BLOB,
             error TEXT,
             prompt_tokens INTEGER,
             completion_tokens INTEGER,
@@ -100,10 +99,22 @@ MIGRATIONS: list[tuple[str, str]] = [
             saved_usd REAL,
             UNIQUE (key_name, idempotency_key)
         );
-        CREATE INDEX tickets_status_group ON tickets(status, provider, model, endpoint);
+        CREATE INDEX tickets_status_group
+            ON tickets(status, lane, provider, upstream_model, endpoint, deadline_ms);
         CREATE INDEX tickets_status_deadline ON tickets(status, deadline_ms);
         CREATE INDEX tickets_key_created ON tickets(key_name, created_ms, id);
-        CREATE INDEX tickets_batch ON tickets(batch_id);
+        CREATE INDEX tickets_batch ON tickets(batch_id, id);
+
+        -- Request bodies and results live apart from the ticket rows, so that status
+        -- changes rewrite small rows instead of kilobytes of JSON per ticket.
+        CREATE TABLE ticket_bodies (
+            ticket_id TEXT PRIMARY KEY,
+            body BLOB NOT NULL
+        );
+        CREATE TABLE ticket_results (
+            ticket_id TEXT PRIMARY KEY,
+            result BLOB NOT NULL
+        );
 
         CREATE TABLE ticket_events (
             id INTEGER PRIMARY KEY,

@@ -22,8 +22,15 @@ from proxy.store.db import Database
 COLUMNS = (
     "id, key_name, request_id, endpoint, model, provider, upstream_model, lane, reason, "
     "status, created_ms, deadline_ms, not_before_ms, updated_ms, attempts, idempotency_key, "
-    "finished_ms, batch_id, callback_url, result, error, prompt_tokens, completion_tokens, "
+    "finished_ms, batch_id, callback_url, "
+    "(SELECT result FROM ticket_results WHERE ticket_id = tickets.id), "
+    "error, prompt_tokens, completion_tokens, "
     "cached_tokens, cost_usd"
+)
+# The same row shape without the result and error payloads, for bulk steps that only
+# need a ticket's identity and routing facts.
+LIGHT_COLUMNS = COLUMNS.replace(
+    "(SELECT result FROM ticket_results WHERE ticket_id = tickets.id), error,", "NULL, NULL,"
 )
 # SQLite's default limit on host parameters is 999 on old builds; stay well below it.
 CHUNK = 500
@@ -73,7 +80,7 @@ def marks(count: int) -> str:
 
 _INSERT = (
     "INSERT INTO tickets (id, key_name, request_id, idempotency_key, endpoint, model, provider, "
-    "upstream_model, lane, reason, status, body, est_tokens, units, created_ms, deadline_ms, "
+    "upstream_model, lane, reason, status, body_bytes, est_tokens, units, created_ms, deadline_ms, "
     "not_before_ms, updated_ms, callback_url) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (key_name, idempotency_key) DO NOTHING"
@@ -84,6 +91,7 @@ async def insert_tickets(conn: aiosqlite.Connection, items: list[NewTicket]) -> 
     """``GroupCommit`` apply step: one id per item, the existing ticket's id when the
     caller's ``Idempotency-Key`` was seen before (even earlier in this same group)."""
     ids: list[str] = []
+    bodies: list[tuple[str, bytes]] = []
     events: list[tuple[str, int, str | None, str, str]] = []
     for item in items:
         cursor = await conn.execute(
@@ -91,12 +99,13 @@ async def insert_tickets(conn: aiosqlite.Connection, items: list[NewTicket]) -> 
             (
                 item.id, item.key_name, item.request_id, item.idempotency_key, item.endpoint,
                 item.model, item.provider, item.upstream_model, item.lane, item.reason,
-                item.body, item.est_tokens, item.units, item.created_ms, item.deadline_ms,
+                len(item.body), item.est_tokens, item.units, item.created_ms, item.deadline_ms,
                 item.not_before_ms, item.created_ms, item.callback_url,
             ),
         )  # fmt: skip
         if cursor.rowcount == 1:
             ids.append(item.id)
+            bodies.append((item.id, item.body))
             events.append((item.id, item.created_ms, None, "queued", item.reason))
             continue
         async with conn.execute(
@@ -106,6 +115,7 @@ async def insert_tickets(conn: aiosqlite.Connection, items: list[NewTicket]) -> 
             row = await found.fetchone()
         assert row is not None  # the conflict that skipped the insert is this row
         ids.append(row[0])
+    await conn.executemany("INSERT INTO ticket_bodies (ticket_id, body) VALUES (?, ?)", bodies)
     await conn.executemany(
         "INSERT INTO ticket_events (ticket_id, ts_ms, from_status, to_status, detail) "
         "VALUES (?, ?, ?, ?, ?)",
@@ -291,7 +301,8 @@ async def escalate_due(
 async def realtime_batch(db: Database, limit: int) -> list[tuple[Ticket, bytes]]:
     """Tickets waiting for (or interrupted during) a direct send, with their bodies."""
     rows = await db.fetchall(
-        f"SELECT {COLUMNS}, body FROM tickets WHERE status = 'realtime' "
+        f"SELECT {COLUMNS}, (SELECT body FROM ticket_bodies WHERE ticket_id = tickets.id) "
+        "FROM tickets WHERE status = 'realtime' "
         "ORDER BY deadline_ms LIMIT ?",
         (limit,),
     )
@@ -314,16 +325,20 @@ async def finish(
     """Finish one ticket that is in ``ticket.status``; False if it moved meanwhile."""
     check_ticket(ticket.status, new)
     cursor = await conn.execute(
-        "UPDATE tickets SET status = ?, updated_ms = ?, finished_ms = ?, result = ?, "
+        "UPDATE tickets SET status = ?, updated_ms = ?, finished_ms = ?, "
         "error = ?, prompt_tokens = ?, completion_tokens = ?, cached_tokens = ?, "
         "cost_usd = ?, attempts = attempts + ? WHERE id = ? AND status = ?",
         (
-            new.value, now_ms, now_ms, result, None if error is None else orjson.dumps(error),
+            new.value, now_ms, now_ms, None if error is None else orjson.dumps(error),
             *usage, cost_usd, attempts_delta, ticket.id, ticket.status.value,
         ),
     )  # fmt: skip
     if cursor.rowcount != 1:
         return False
+    if result is not None:
+        await conn.execute(
+            "INSERT INTO ticket_results (ticket_id, result) VALUES (?, ?)", (ticket.id, result)
+        )
     await add_events(conn, [(ticket.id, now_ms, ticket.status.value, new.value, detail)])
     if ticket.callback_url:
         await add_webhooks(conn, [ticket], now_ms)

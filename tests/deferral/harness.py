@@ -47,10 +47,15 @@ def settings_for(tmp: Path, **overrides: Any) -> Settings:
                 "type": "deepseek",
                 "base_url": "http://deepseek.test",
                 "price_windows": [
-                    {"name": "peak", "days": ["mon", "tue", "wed", "thu", "fri"],
-                     "start": "01:00", "end": "04:00", "multiplier": 2.0}
+                    {
+                        "name": "peak",
+                        "days": ["mon", "tue", "wed", "thu", "fri"],
+                        "start": "01:00",
+                        "end": "04:00",
+                        "multiplier": 2.0,
+                    }
                 ],
-            },  # fmt: skip
+            },
         },
         "models": {
             "gpt-4o-mini": {"provider": "openai", "flex": True},
