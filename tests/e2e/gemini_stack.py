@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import openai
 from google.genai import types as genai
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import BaseModel
 
 from adapters.clock import ManualClock
@@ -28,6 +29,7 @@ from adapters.emulators.gemini_server import create_app as gemini_emulator
 from proxy.app import create_app
 from proxy.settings import Settings, parse_settings
 from tests.e2e.conftest import CLIENT_KEY, ENV
+from tests.sdk_checks import strict
 from tests.support import ServerThread
 
 GEMINI_KEY = "gemini-provider-key-aaaa"
@@ -65,9 +67,12 @@ def long_system(tag: str, tokens: int = 1500) -> str:
     return head + " ".join(clauses)
 
 
-def gemini_settings(tmp: Path, gemini_url: str, **overrides: Any) -> Settings:
+def gemini_settings(
+    tmp: Path, gemini_url: str, *, second_provider: bool = True, **overrides: Any
+) -> Settings:
     """One Gemini provider (``gemini``, key A) serving flash, pro and an embedding model;
-    a second provider (``gemini-b``, key B) at the same emulator serving ``flash-b``."""
+    unless ``second_provider`` is false, a second one (``gemini-b``, key B, the same
+    project: the same emulator) serving ``flash-b``."""
     data: dict[str, Any] = {
         "store": {"path": str(tmp / "costroute.db")},
         "server": {"upstream_timeout": "5s"},
@@ -106,6 +111,9 @@ def gemini_settings(tmp: Path, gemini_url: str, **overrides: Any) -> Settings:
             "max_retry_after": 2,
         },
     }
+    if not second_provider:
+        del data["providers"]["gemini-b"]
+        del data["models"]["flash-b"]
     for section, values in overrides.items():
         data.setdefault(section, {}).update(values)
     return parse_settings(data)
@@ -155,6 +163,20 @@ class GeminiStack:
     def cache_creates(self) -> list[dict[str, Any]]:
         return self.sent("/cachedContents", method="POST")
 
+    def live_caches(self) -> list[Any]:
+        """The emulator's unexpired ``cachedContents`` (its CacheEntry values)."""
+        entries, _ = self.state.caches.page(1000, "")
+        return list(entries)
+
+    def created_name(self, index: int = -1) -> str:
+        """The name the emulator gave to a recorded create (found by its display name)."""
+        body = self.cache_creates()[index]["json"]
+        for entry in self.live_caches():
+            if entry.display_name == body["displayName"] and entry.model == body["model"]:
+                name: str = entry.name
+                return name
+        raise AssertionError("no live cache has that display name")
+
     # -- the routing log
 
     def routes(self) -> list[dict[str, Any]]:
@@ -184,30 +206,97 @@ class GeminiStack:
         self.mark = len(self.routes())
 
     def restart_proxy(self) -> None:
-        """Stop the proxy and start a new app on the same settings (same SQLite file)."""
+        """Stop the proxy and start a new app on the same settings (same SQLite file, so
+        the routing-log mark still holds)."""
         self.proxy.stop()
         app = create_app(self.settings, clock=self.proxy_clock, environ=GEMINI_ENV)
         self.proxy = ServerThread(app).start()
-        self.mark = 0
 
 
 @contextlib.contextmanager
-def running(tmp: Path, **overrides: Any) -> Iterator[GeminiStack]:
+def running(tmp: Path, *, second_provider: bool = True, **overrides: Any) -> Iterator[GeminiStack]:
     emulator_clock = ManualClock(START)
     proxy_clock = ManualClock(START)
     config = GeminiEmulatorConfig(api_keys=frozenset({GEMINI_KEY, GEMINI_KEY_B}))
     emulator = ServerThread(gemini_emulator(config, clock=emulator_clock)).start()
     try:
-        settings = gemini_settings(tmp, emulator.url, **overrides)
+        settings = gemini_settings(tmp, emulator.url, second_provider=second_provider, **overrides)
         app = create_app(settings, clock=proxy_clock, environ=GEMINI_ENV)
         proxy = ServerThread(app).start()
         stack = GeminiStack(emulator, proxy, settings, proxy_clock, emulator_clock)
         try:
             yield stack
         finally:
+            # Both wind down together (the proxy's shutdown never calls the emulator);
+            # each uvicorn notices only on its next 0.1 s tick.
+            stack.proxy.server.should_exit = True
+            emulator.server.should_exit = True
             stack.proxy.stop()
     finally:
         emulator.stop()
+
+
+# --- asking through the SDK ------------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    lane: str  # the x-costroute-lane header
+    usage: Any  # openai CompletionUsage
+    choice: Any  # the first Choice (whole replies) or the list of chunks (streams)
+
+
+def ask(
+    stack: GeminiStack,
+    system: str,
+    question: str,
+    *,
+    mode: str | None = None,
+    model: str = FLASH,
+    stream: bool = False,
+    tools: list[dict[str, Any]] | None = None,
+    history: list[dict[str, Any]] | None = None,
+) -> Answer:
+    """One chat request with the openai SDK (raw SSE when streaming), strictly checked."""
+    messages: list[Any] = [
+        {"role": "system", "content": system},
+        {"role": "user", "content": question},
+        *(history or []),
+    ]
+    headers = {"X-Context-Cache": mode} if mode else {}
+    extra: dict[str, Any] = {"tools": tools} if tools else {}
+    if not stream:
+        raw = stack.client().chat.completions.with_raw_response.create(
+            model=model, messages=messages, extra_headers=headers, **extra
+        )
+        completion = strict(ChatCompletion, raw.http_response.json())
+        return Answer(raw.headers["x-costroute-lane"], completion.usage, completion.choices[0])
+    body = {
+        "model": model,
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **extra,
+    }
+    with stack.http() as http:
+        response = http.post("/v1/chat/completions", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    events = [event[6:] for event in response.text.split("\n\n") if event]
+    assert events[-1] == "[DONE]"
+    chunks = [strict(ChatCompletionChunk, json.loads(event)) for event in events[:-1]]
+    assert chunks[-1].usage is not None
+    return Answer(response.headers["x-costroute-lane"], chunks[-1].usage, chunks)
+
+
+def cached(answer: Answer) -> int:
+    details = answer.usage.prompt_tokens_details
+    return int(details.cached_tokens or 0) if details is not None else 0
+
+
+def used_cache(request: dict[str, Any]) -> str | None:
+    """The ``cachedContent`` a recorded generateContent call named, if any."""
+    name: str | None = request["json"].get("cachedContent")
+    return name
 
 
 # --- what valid Gemini looks like ------------------------------------------------------
@@ -280,10 +369,14 @@ __all__ = [
     "PRO",
     "START",
     "TTL",
+    "Answer",
     "GeminiStack",
+    "ask",
     "assert_valid_cache_create",
     "assert_valid_generate",
     "assert_wire",
+    "cached",
     "long_system",
     "running",
+    "used_cache",
 ]
