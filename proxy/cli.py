@@ -63,9 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _command_modules() -> list[Any]:
-    from proxy import demo, estimate, reports
+    from proxy import demo, estimate, flush_cli, reports
 
-    return [demo, estimate, reports]
+    return [demo, estimate, flush_cli, reports]
 
 
 # --- serve ---------------------------------------------------------------------------

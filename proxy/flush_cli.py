@@ -1,6 +1,5 @@
 """``costroute flush --config PATH``: submit every queued batch group now, without a
-running server (the same work as ``POST /admin/flush``), and the batch adapters' wiring
-shared with the app."""
+running server (the same work as ``POST /admin/flush``)."""
 
 from __future__ import annotations
 
@@ -10,37 +9,13 @@ from typing import Any
 
 import httpx
 
-from adapters.base import BatchAdapter
 from adapters.clock import Clock, SystemClock
-from adapters.http import make_client
-from adapters.openai_batch import OpenAIBatchAdapter
+from proxy.app import build_batch_adapters
 from proxy.context import Services
 from proxy.routelog import RouteLog
 from proxy.scheduler import FlushSummary, flush_now
 from proxy.settings import Settings, load_settings, resolve_provider_key
 from proxy.store.db import Database
-
-
-def build_batch_adapters(
-    settings: Settings,
-    keys: Mapping[str, str | None],
-    transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
-) -> dict[str, BatchAdapter]:
-    """One batch adapter per provider with a batch lane (OpenAI), keyed like ``chat``.
-    ``transports`` replaces a provider's connection pool (tests)."""
-    adapters: dict[str, BatchAdapter] = {}
-    for name, provider in settings.providers.items():
-        if provider.type != "openai":
-            continue
-        client = make_client(
-            provider.base_url,
-            max_connections=8,
-            timeout=float(settings.server.upstream_timeout),
-            connect_timeout=float(settings.server.connect_timeout),
-            transport=(transports or {}).get(name),
-        )
-        adapters[name] = OpenAIBatchAdapter(client, api_key=keys.get(name))
-    return adapters
 
 
 async def flush_offline(
@@ -49,14 +24,15 @@ async def flush_offline(
     *,
     clock: Clock | None = None,
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> FlushSummary:
     db = await Database.open(settings.store.path)
     routelog = RouteLog(db)
     routelog.start()
     services = Services(settings=settings, db=db, clock=clock or SystemClock(), routelog=routelog)
-    services.batch = build_batch_adapters(settings, keys, transports)
+    services.batch = build_batch_adapters(settings, keys, transports or {})
     try:
-        return await flush_now(services)
+        return await flush_now(services, environ=environ)
     finally:
         for adapter in services.batch.values():
             await adapter.aclose()

@@ -483,11 +483,13 @@ async def _find_by_metadata(
     return found, True
 
 
-async def flush_now(services: Services) -> FlushSummary:
+async def flush_now(
+    services: Services, *, environ: Mapping[str, str] | None = None
+) -> FlushSummary:
     """Flush through the running scheduler, or a temporary one (the offline CLI)."""
     found = services.extras.get("scheduler")
     if isinstance(found, Scheduler):
         return await found.flush_now()
-    scheduler = Scheduler(services)
+    scheduler = Scheduler(services, environ=environ)
     await scheduler._reconcile(grace_ms=RECONCILE_GRACE_MS)
     return await scheduler.flush_now()
