@@ -417,3 +417,64 @@ def test_embeddings_float_base64_and_dimensions(gem: GeminiStack) -> None:
     assert [(r["endpoint"], r["provider"], r["status"]) for r in rows] == [
         ("/v1/embeddings", "gemini", 200)
     ] * 4
+
+
+def test_thought_signatures_round_trip_through_the_tool_loop(gem: GeminiStack) -> None:
+    # Gemini 3 sends a signature with each function call and refuses a tool loop that
+    # drops it; the proxy carries it where Google's OpenAI-compatible endpoint does.
+    signature = base64.b64encode(b"opaque-thought-state").decode()
+    reply = {
+        "candidates": [
+            {
+                "content": {
+                    "role": "model",
+                    "parts": [
+                        {
+                            "functionCall": {"name": "get_weather", "args": {"city": "Rome"}},
+                            "thoughtSignature": signature,
+                        }
+                    ],
+                },
+                "finishReason": "STOP",
+                "index": 0,
+            }
+        ],
+        "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 5, "totalTokenCount": 17},
+        "modelVersion": FLASH,
+        "responseId": "resp-signed-1",
+    }
+    gem.state.faults.add(path=":generateContent", status=200, body=reply)
+    client = gem.client()
+    messages: list[Any] = [{"role": "user", "content": "Weather in Rome?"}]
+    raw = client.chat.completions.with_raw_response.create(
+        model=FLASH, messages=messages, tools=[WEATHER_TOOL]
+    )
+    [call] = raw.http_response.json()["choices"][0]["message"]["tool_calls"]
+    assert call["extra_content"] == {"google": {"thought_signature": signature}}
+    # Everything but that Google extension is the SDK's own shape.
+    strict(ChatCompletion, _without_extra_content(raw.http_response.json()))
+    completion = raw.parse()
+    messages += [
+        completion.choices[0].message.model_dump(
+            exclude_none=True, exclude={"annotations", "refusal"}
+        ),
+        {"role": "tool", "tool_call_id": call["id"], "content": "sunny"},
+    ]
+    client.chat.completions.create(model=FLASH, messages=messages, tools=[WEATHER_TOOL])
+    model_turn = gem.generations()[-1]["json"]["contents"][1]
+    assert model_turn["parts"] == [
+        {
+            "functionCall": {"name": "get_weather", "args": {"city": "Rome"}},
+            "thoughtSignature": signature,
+        }
+    ]
+    assert gem.generations()[-1]["json"]["contents"][2]["parts"] == [
+        {"functionResponse": {"name": "get_weather", "response": {"content": "sunny"}}}
+    ]
+
+
+def _without_extra_content(body: dict[str, Any]) -> dict[str, Any]:
+    for choice in body["choices"]:
+        for call in choice["message"].get("tool_calls") or []:
+            call.pop("extra_content", None)
+    return body
