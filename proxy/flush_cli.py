@@ -12,8 +12,9 @@ import httpx
 from adapters.clock import Clock, SystemClock
 from proxy.app import build_batch_adapters
 from proxy.context import Services
+from proxy.flusher import FlushSummary
 from proxy.routelog import RouteLog
-from proxy.scheduler import FlushSummary, flush_now
+from proxy.scheduler import flush_now
 from proxy.settings import Settings, load_settings, resolve_provider_key
 from proxy.store.db import Database
 
