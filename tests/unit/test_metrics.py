@@ -40,8 +40,8 @@ async def add_ticket(db: Database, ticket_id: str, status: str, created_ms: int)
     async with db.transaction() as conn:
         await conn.execute(
             "INSERT INTO tickets (id, key_name, endpoint, model, provider, upstream_model, lane, "
-            "reason, status, body, created_ms, deadline_ms, updated_ms) "
-            "VALUES (?, 'k', '/v1/chat/completions', 'm', 'oa', 'm', 'batch', 'r', ?, x'7b7d', "
+            "reason, status, body_bytes, created_ms, deadline_ms, updated_ms) "
+            "VALUES (?, 'k', '/v1/chat/completions', 'm', 'oa', 'm', 'batch', 'r', ?, 2, "
             "?, ?, ?)",
             (ticket_id, status, created_ms, created_ms + 86_400_000, created_ms),
         )
