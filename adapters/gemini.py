@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CACHE_HEADER = "x-context-cache"
+# The proxy's id for one caller request; the same across its retried attempts.
+REQUEST_ID_HEADER = "x-costroute-request-id"
 
 
 class GeminiAdapter:
@@ -69,7 +71,9 @@ class GeminiAdapter:
         async def send(payload: dict[str, Any]) -> dict[str, Any]:
             return await self._http.call("POST", path, body=payload)
 
-        data, plan = await self._send(call, _mode_header(headers), send)
+        data, plan = await self._send(
+            call, _mode_header(headers), send, request_id=headers.get(REQUEST_ID_HEADER)
+        )
         reply = parse_response(data, model=call.model, created=int(self._clock.now()))
         notes = _notes(plan, data.get("usageMetadata"))
         return Reply(body=orjson.dumps(reply), parsed=reply, notes=notes)
@@ -83,7 +87,9 @@ class GeminiAdapter:
         async def send(payload: dict[str, Any]) -> httpx.Response:
             return await self._http.open("POST", path, body=payload, params={"alt": "sse"})
 
-        response, plan = await self._send(call, _mode_header(headers), send)
+        response, plan = await self._send(
+            call, _mode_header(headers), send, request_id=headers.get(REQUEST_ID_HEADER)
+        )
         translator = StreamTranslator(model=call.model, created=int(self._clock.now()))
         return GeminiStream(response, translator, plan)
 
@@ -122,13 +128,18 @@ class GeminiAdapter:
         call: GeminiCall,
         header: str | None,
         send: Callable[[dict[str, Any]], Awaitable[T]],
+        *,
+        request_id: str | None = None,
     ) -> tuple[T, CachePlan]:
         cache = self._cache
         if cache is None:
             parse_mode(header, CacheMode.OFF)  # still reject a malformed header
             return await send(call.payload), CachePlan(call.payload)
         mode = parse_mode(header, cache.policy.mode)
-        plan = await _best_effort(cache.plan(call, mode), CachePlan(call.payload, event="fallback"))
+        plan = await _best_effort(
+            cache.plan(call, mode, request_id=request_id),
+            CachePlan(call.payload, event="fallback"),
+        )
         for attempt in range(2):
             use = plan.use
             if use is None:

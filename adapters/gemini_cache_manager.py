@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 # Caches we create are named so that ``reconcile`` can recognise (and re-adopt) them.
 DISPLAY_PREFIX = "costroute-"
+_SIGHTINGS_REMEMBERED = 4096
 # A cache this close to its expiry is not handed to a request (it could expire in flight).
 _EXPIRY_GUARD_MS = 5_000
 
@@ -92,6 +94,9 @@ class CacheManager:
     ) -> None:
         self._http = GeminiHttp(client, api_key=api_key)
         self.credential = credential_hash(api_key)
+        self._display_prefix = f"{DISPLAY_PREFIX}{self.credential[:12]}-"
+        # Sightings per request id, so a retried request counts once (bounded LRU).
+        self._sightings: OrderedDict[str, Mapping[str, Sighting]] = OrderedDict()
         self._registry = registry
         self.policy = policy
         self._models = dict(models)
@@ -105,8 +110,11 @@ class CacheManager:
     def model(self, model: str) -> CacheModel | None:
         return self._models.get(model, self._default)
 
-    async def plan(self, call: GeminiCall, mode: CacheMode) -> CachePlan:
-        """What to send for ``call``: with a cache (hit or just created) or without."""
+    async def plan(
+        self, call: GeminiCall, mode: CacheMode, *, request_id: str | None = None
+    ) -> CachePlan:
+        """What to send for ``call``: with a cache (hit or just created) or without.
+        ``request_id`` makes a retried attempt of one request count as one sighting."""
         uncached = CachePlan(call.payload)
         config = self.model(call.model)
         if mode == CacheMode.OFF or config is None:
@@ -117,14 +125,20 @@ class CacheManager:
         now_ms = self._now_ms()
         keys = [c.fingerprint for c in found]
         live = await self._live(keys, call.model, now_ms)
-        seen = await self._registry.record_seen(
-            keys,
-            model=call.model,
-            credential=self.credential,
-            now_ms=now_ms,
-            window_ms=self.policy.window_s * 1000,
-            too_small_ms=self.policy.too_small_s * 1000,
-        )
+        seen = self._sightings.get(request_id) if request_id else None
+        if seen is None:
+            seen = await self._registry.record_seen(
+                keys,
+                model=call.model,
+                credential=self.credential,
+                now_ms=now_ms,
+                window_ms=self.policy.window_s * 1000,
+                too_small_ms=self.policy.too_small_s * 1000,
+            )
+            if request_id:
+                self._sightings[request_id] = seen
+                if len(self._sightings) > _SIGHTINGS_REMEMBERED:
+                    self._sightings.popitem(last=False)
         hit = next((c for c in reversed(found) if c.fingerprint in live), None)
         target = self._target(found, seen, hit, live, mode, config)
         if target is not None and target is not hit:
@@ -232,7 +246,7 @@ class CacheManager:
                 return CacheUse(entry.name, candidate, "hit", entry.token_count)
             body = cache_body(call, candidate)
             body["ttl"] = f"{self.policy.ttl_s}s"
-            body["displayName"] = DISPLAY_PREFIX + candidate.fingerprint
+            body["displayName"] = self._display_prefix + candidate.fingerprint
             try:
                 created = await self._http.call("POST", "/cachedContents", body=body)
             except UpstreamStatus as exc:
@@ -266,7 +280,13 @@ class CacheManager:
                 last_used_ms=now_ms,
             )
             await self._registry.add(entry)
-            return CacheUse(name, candidate, event, entry.token_count)
+            # Writing the cache processes its tokens once at the input price (providers.md
+            # §3.9 leaves the creation price unstated; standard input is the safe guess),
+            # so the request that creates it pays for that.
+            config = self.model(call.model)
+            prices = config.prices if config else None
+            written = entry.token_count * prices.input / 1e6 if prices else 0.0
+            return CacheUse(name, candidate, event, entry.token_count, written)
 
     async def _extend(self, name: str) -> int:
         updated = await self._http.call(
@@ -342,7 +362,8 @@ class CacheManager:
         name, display, model = item.get("name"), item.get("displayName"), item.get("model")
         if not (isinstance(name, str) and isinstance(display, str) and isinstance(model, str)):
             return None
-        fingerprint = display.removeprefix(DISPLAY_PREFIX)
+        # Several keys of one project see each other's caches: adopt only ours.
+        fingerprint = display.removeprefix(self._display_prefix)
         if name in known or fingerprint == display or len(fingerprint) != 64:
             return None
         usage = item.get("usageMetadata")

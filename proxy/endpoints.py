@@ -32,6 +32,7 @@ from proxy.tolerance import read_tolerance
 from proxy.wire import ChatRequest, EmbeddingsRequest, validate_body
 
 CACHE_HEADER = "x-context-cache"
+REQUEST_ID_HEADER = "x-costroute-request-id"
 # OpenAI's answer when the flex tier has no capacity (HTTP 429, not billed).
 FLEX_UNAVAILABLE = "resource_unavailable"
 _CACHE_MODES = ("auto", "force", "off")
@@ -58,7 +59,7 @@ async def chat_completions(request: Request, ctx: LogContext) -> Response:
     body: dict[str, Any] = payload
     body["model"] = decision.upstream_model
     adapter = services.chat[decision.provider]
-    passed = _adapter_headers(request)
+    passed = _adapter_headers(request, ctx)
     if decision.lane is Lane.FLEX and not chat.stream:
         return await _flex(services, ctx, decision, adapter, body, passed)
     if chat.stream:
@@ -202,14 +203,18 @@ def _log_reply(
     )
 
 
-def _adapter_headers(request: Request) -> dict[str, str]:
+def _adapter_headers(request: Request, ctx: LogContext) -> dict[str, str]:
+    """What adapters may know of the caller's request: the cache mode and the request id
+    (which stays the same across retried attempts). Never the caller's credentials."""
+    passed = {REQUEST_ID_HEADER: ctx.request_id}
     mode = request.headers.get(CACHE_HEADER)
     if mode is None:
-        return {}
+        return passed
     mode = mode.strip().lower()
     if mode not in _CACHE_MODES:
         raise InvalidHeader("X-Context-Cache", f"{mode!r} is not one of auto, force, off")
-    return {CACHE_HEADER: mode}
+    passed[CACHE_HEADER] = mode
+    return passed
 
 
 async def list_models(request: Request, ctx: LogContext) -> Response:

@@ -85,8 +85,9 @@ class SqliteCacheRegistry:
     async def add(self, entry: CacheEntry) -> None:
         async with self._db.transaction() as conn:
             await conn.execute(
-                f"INSERT OR REPLACE INTO gemini_caches ({_ENTRY_COLUMNS}, status) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                # Never take over a row: a name belongs to the key that created it.
+                f"INSERT INTO gemini_caches ({_ENTRY_COLUMNS}, status) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO NOTHING",
                 (
                     entry.name,
                     entry.fingerprint,

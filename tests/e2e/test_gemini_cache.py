@@ -56,9 +56,12 @@ def gem(tmp_path: Path) -> Iterator[GeminiStack]:
         assert_wire(stack, key="")  # two providers here: either key, never the client's
 
 
-def expected_cost(gem: GeminiStack, row: dict[str, Any], *, storage_s: float = 0.0) -> float:
+def expected_cost(
+    gem: GeminiStack, row: dict[str, Any], *, storage_s: float = 0.0, created: bool = False
+) -> float:
     """Uncached prompt at the input price, cached tokens at the cached price, output at
-    the output price, plus the cache's storage since its last use."""
+    the output price, plus the cache's storage since its last use, plus (for the request
+    that created the cache) writing the cache's tokens once at the input price."""
     pricer = gem.proxy.app.state.services.extras["pricer"]
     rates = pricer.rates("gemini", FLASH, START)
     inp, cached_rate, out = rates.for_prompt(row["prompt_tokens"])
@@ -66,7 +69,8 @@ def expected_cost(gem: GeminiStack, row: dict[str, Any], *, storage_s: float = 0
     prompt, hit = row["prompt_tokens"], row["cached_tokens"]
     tokens = (prompt - hit) * inp + hit * cached_rate + row["completion_tokens"] * out
     storage = hit * rates.cache_storage_per_hour * storage_s / 3600
-    return float((tokens + storage) / 1e6)
+    writing = hit * inp if created else 0
+    return float((tokens + storage + writing) / 1e6)
 
 
 def test_a_repeated_long_system_prompt_is_cached_after_min_repeats(gem: GeminiStack) -> None:
@@ -111,10 +115,13 @@ def test_a_repeated_long_system_prompt_is_cached_after_min_repeats(gem: GeminiSt
     assert [r["cache_name"] for r in rows] == [None, name, name]
     assert [r["cached_tokens"] for r in rows] == [0, cache_tokens, cache_tokens]
     assert rows[0]["cost_usd"] == pytest.approx(rows[0]["baseline_usd"])
-    for row, storage_s in ((rows[1], 0.0), (rows[2], 600.0)):
-        assert row["cost_usd"] < row["baseline_usd"]
+    # The creating request pays for writing the cache; later hits save.
+    assert rows[1]["cost_usd"] == pytest.approx(expected_cost(gem, rows[1], created=True))
+    assert rows[1]["cost_usd"] > rows[1]["baseline_usd"]
+    assert rows[2]["cost_usd"] == pytest.approx(expected_cost(gem, rows[2], storage_s=600.0))
+    assert rows[2]["cost_usd"] < rows[2]["baseline_usd"]
+    for row in rows[1:]:
         assert row["saved_usd"] == pytest.approx(row["baseline_usd"] - row["cost_usd"])
-        assert row["cost_usd"] == pytest.approx(expected_cost(gem, row, storage_s=storage_s))
     # The baseline is the same request with every prompt token at the input price.
     uncached_row = {**rows[1], "cached_tokens": 0}
     assert rows[1]["baseline_usd"] == pytest.approx(expected_cost(gem, uncached_row))
@@ -304,13 +311,6 @@ def test_a_growing_conversation_caches_its_first_exchange(gem: GeminiStack) -> N
     assert last["json"]["contents"][0]["parts"] == [{"text": "And point 2?"}]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="each attempt of the proxy's retry loop (proxy/realtime.py call_with_retries) "
-    "calls GeminiAdapter.complete again, and CacheManager.plan records a new sighting of "
-    "the prefix every time: one request retried once counts as min_repeats=2 sightings, "
-    "so a prompt sent only once gets a cache (and its storage bill)",
-)
 def test_a_retried_request_counts_as_one_sighting(gem: GeminiStack) -> None:
     system = long_system("retried")
     gem.state.faults.add(path=":generateContent", status=503)
@@ -320,12 +320,6 @@ def test_a_retried_request_counts_as_one_sighting(gem: GeminiStack) -> None:
     assert answer.lane == "realtime"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="providers.md §3.9: creating a cache processes its tokens (assume the standard "
-    "input rate), but Pricer.cost bills the creating request's cached tokens at the cached "
-    "rate and nothing for the creation, so it is logged as a saving",
-)
 def test_the_request_that_creates_a_cache_pays_for_writing_it(gem: GeminiStack) -> None:
     answer = ask(gem, long_system("creation"), "Question 1", mode="force")
     assert answer.lane == "realtime+cache"
