@@ -17,12 +17,12 @@ Order of preference, cheapest first among the lanes whose completion fits the de
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from proxy.durations import format_duration
-from proxy.settings import PriceWindow, Settings
+from proxy.pricing_windows import next_cheaper_window_start, window_multiplier
+from proxy.settings import Settings
 
 # Provider types whose batch adapter exists (adapters/openai_batch.py).
 BATCH_PROVIDER_TYPES = frozenset({"openai"})
@@ -94,9 +94,10 @@ def plan(
 
     if provider.price_windows:
         latest = deadline - batch.deadline_margin
-        found = next_cheaper_window_start(provider.price_windows, now, latest)
-        if found is not None:
-            start, current, cheaper = found
+        start = next_cheaper_window_start(provider.price_windows, now, latest)
+        if start is not None:
+            current = window_multiplier(provider.price_windows, now)
+            cheaper = window_multiplier(provider.price_windows, start)
             when = dt.datetime.fromtimestamp(start, dt.UTC).strftime("%a %H:%M UTC")
             return Decision(
                 Lane.OFFPEAK,
@@ -131,51 +132,3 @@ def plan(
 
 def _because(why_not: list[str], chosen: str) -> str:
     return "; ".join([*why_not, chosen])
-
-
-# --- price windows ---------------------------------------------------------------------
-
-_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def multiplier_at(windows: Sequence[PriceWindow], when: float) -> float:
-    """The price multiplier at ``when`` (UTC): the first window containing it, else 1."""
-    moment = dt.datetime.fromtimestamp(when, dt.UTC)
-    minute = moment.hour * 60 + moment.minute
-    today = _DAYS[moment.weekday()]
-    yesterday = _DAYS[(moment.weekday() - 1) % 7]
-    for window in windows:
-        start, end = window.minutes()
-        if start < end:
-            inside = today in window.days and start <= minute < end
-        else:  # wraps midnight: the window belongs to the day it starts on
-            inside = (today in window.days and minute >= start) or (
-                yesterday in window.days and minute < end
-            )
-        if inside:
-            return window.multiplier
-    return 1.0
-
-
-def next_cheaper_window_start(
-    windows: Sequence[PriceWindow], now: float, latest: float
-) -> tuple[float, float, float] | None:
-    """The first moment in (now, latest] whose price multiplier is below the current
-    one, as (when, current multiplier, that multiplier); ``None`` if there is none."""
-    if latest <= now:
-        return None
-    current = multiplier_at(windows, now)
-    day0 = dt.datetime.fromtimestamp(now, dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    boundaries: set[float] = set()
-    day = day0
-    while day.timestamp() <= latest:
-        boundaries.add(day.timestamp())
-        for window in windows:
-            for minutes in window.minutes():
-                boundaries.add(day.timestamp() + minutes * 60)
-        day += dt.timedelta(days=1)
-    for edge in sorted(b for b in boundaries if now < b <= latest):
-        price = multiplier_at(windows, edge)
-        if price < current:
-            return edge, current, price
-    return None
