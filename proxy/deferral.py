@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -208,17 +209,17 @@ async def finalized(services: Services, items: Iterable[tuple[Ticket, Outcome, s
     """After a commit that ended tickets: wake waiters and write one routing-log row per
     ticket with its tokens and cost. ``items`` are (ticket before, outcome, lane)."""
     done: list[str] = []
-    now = services.clock.now()
+    now_ms = int(services.clock.now() * 1000)
     for ticket, outcome, lane in items:
         done.append(ticket.id)
         error = outcome.error or {}
         status = _FINAL_STATUS.get(outcome.status)
         if status is None:
             status = 400 if error.get("type") == "invalid_request_error" else 502
-        cost = _cost(services, ticket, outcome, lane, now)
+        cost = outcome.cost
         record_route(
             services,
-            ts_ms=int(now * 1000),
+            ts_ms=now_ms,
             request_id=ticket.request_id,
             key_name=ticket.key_name,
             endpoint=ticket.endpoint,
@@ -228,7 +229,7 @@ async def finalized(services: Services, items: Iterable[tuple[Ticket, Outcome, s
             reason=outcome.detail,
             status=status,
             error_code=error.get("code"),
-            latency_ms=float(int(now * 1000) - ticket.created_ms),
+            latency_ms=float(now_ms - ticket.created_ms),
             attempts=max(ticket.attempts, 1),
             prompt_tokens=outcome.prompt_tokens,
             completion_tokens=outcome.completion_tokens,
@@ -243,30 +244,31 @@ async def finalized(services: Services, items: Iterable[tuple[Ticket, Outcome, s
         found.notify(done)
 
 
-def _cost(
-    services: Services, ticket: Ticket, outcome: Outcome, lane: str, now: float
-) -> tuple[float, float, float] | None:
+def priced(services: Services, ticket: Ticket, outcome: Outcome) -> Outcome:
+    """``outcome`` with its cost in the lane that served ``ticket``: the baseline is what
+    real time would have cost when the caller asked (``received_at``)."""
     pricer = services.extras.get("pricer")
-    if pricer is None or outcome.prompt_tokens is None:
-        return None
-    provider = services.settings.providers[ticket.provider]
+    if pricer is None or outcome.status is not TicketStatus.COMPLETED:
+        return outcome
+    if outcome.prompt_tokens is None:
+        return outcome
     usage = Usage(
         prompt_tokens=outcome.prompt_tokens,
         completion_tokens=outcome.completion_tokens or 0,
         cached_tokens=outcome.cached_tokens or 0,
     )
     result = pricer.cost(
-        provider_type=provider.type,
+        provider_type=services.settings.providers[ticket.provider].type,
         provider=ticket.provider,
         model=ticket.upstream_model,
         usage=usage,
-        lane=lane,
-        at=now,
-        cache_storage_usd=0.0,
+        lane=ticket.lane,
+        at=services.clock.now(),
+        received_at=ticket.created_ms / 1000,
     )
     if result is None:
-        return None
-    return (result.actual, result.baseline, result.saved)
+        return outcome
+    return dataclasses.replace(outcome, cost=(result.actual, result.baseline, result.saved))
 
 
 # --- direct sends (deadline guard, price windows) -------------------------------------
@@ -307,7 +309,7 @@ async def send_direct(services: Services, ticket: Ticket, body: bytes) -> bool:
         cached_tokens=usage.cached_tokens,
         detail=f"sent directly ({ticket.lane})",
     )
-    return await _finish(services, ticket, outcome, attempts=attempts)
+    return await _finish(services, ticket, priced(services, ticket, outcome), attempts=attempts)
 
 
 async def _finish(
@@ -324,6 +326,7 @@ async def _finish(
             result=outcome.result,
             error=outcome.error,
             usage=(outcome.prompt_tokens, outcome.completion_tokens, outcome.cached_tokens),
+            cost=outcome.cost,
             attempts_delta=attempts,
         )
     if done:

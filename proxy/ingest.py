@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from adapters.base import BatchAdapter, BatchInfo, BatchStatus
 from proxy.batchfiles import error_object, outcome_of
 from proxy.context import Services
-from proxy.deferral import finalized
+from proxy.deferral import finalized, priced
 from proxy.jobs import Batch, BatchState, Outcome, TicketStatus
 from proxy.store import batches as bstore
 
@@ -143,6 +143,7 @@ async def apply(
         now_ms=int(services.clock.now() * 1000),
         max_attempts=services.settings.batch.max_attempts,
         refund=refund,
+        price=lambda ticket, outcome: priced(services, ticket, outcome),
     )
     for ticket_id, status in applied.ignored:
         log.warning(

@@ -209,6 +209,8 @@ class Outcome:
     completion_tokens: int | None = None
     cached_tokens: int | None = None
     detail: str = ""
+    # (actual, baseline, saved) in USD, for completed work the pricer knows.
+    cost: tuple[float, float, float] | None = None
 
 
 def ticket_object(ticket: Ticket) -> dict[str, Any]:

@@ -10,7 +10,7 @@ late line for a ticket the deadline guard took over is ignored).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -286,10 +286,12 @@ async def apply_outcomes(
     now_ms: int,
     max_attempts: int,
     refund: bool = False,
+    price: Callable[[Ticket, Outcome], Outcome] | None = None,
 ) -> Applied:
     """Apply per-line outcomes of one batch in one transaction. A retryable outcome
     requeues its ticket while attempts remain and fails it after that; with ``refund``
-    (the provider refused the whole batch for capacity) the attempt is given back."""
+    (the provider refused the whole batch for capacity) the attempt is given back.
+    ``price`` fills in the cost of a completed outcome from its ticket."""
     applied = Applied()
     by_id = {o.ticket_id: o for o in outcomes}
     async with db.transaction() as conn:
@@ -322,12 +324,14 @@ async def apply_outcomes(
                 retries.append((int(refund), now_ms, ticket.id, batch_id))
                 applied.requeued.append(ticket.id)
             else:
+                if price is not None and status is TicketStatus.COMPLETED:
+                    outcome = price(ticket, outcome)
                 finals.append(
                     (
                         status.value, now_ms, now_ms,
                         None if outcome.error is None else orjson.dumps(outcome.error),
                         outcome.prompt_tokens, outcome.completion_tokens, outcome.cached_tokens,
-                        ticket.id, batch_id,
+                        *(outcome.cost or (None, None, None)), ticket.id, batch_id,
                     )
                 )  # fmt: skip
                 applied.final.append((ticket, _with_status(outcome, status)))
@@ -336,7 +340,8 @@ async def apply_outcomes(
             events.append((ticket.id, now_ms, "submitted", status.value, outcome.detail))
         await conn.executemany(
             "UPDATE tickets SET status = ?, updated_ms = ?, finished_ms = ?, "
-            "error = ?, prompt_tokens = ?, completion_tokens = ?, cached_tokens = ? "
+            "error = ?, prompt_tokens = ?, completion_tokens = ?, cached_tokens = ?, "
+            "cost_usd = ?, baseline_usd = ?, saved_usd = ? "
             "WHERE id = ? AND status = 'submitted' AND batch_id = ?",
             finals,
         )

@@ -319,7 +319,7 @@ async def finish(
     result: bytes | None = None,
     error: dict[str, Any] | None = None,
     usage: tuple[int | None, int | None, int | None] = (None, None, None),
-    cost_usd: float | None = None,
+    cost: tuple[float, float, float] | None = None,
     attempts_delta: int = 0,
 ) -> bool:
     """Finish one ticket that is in ``ticket.status``; False if it moved meanwhile."""
@@ -327,10 +327,11 @@ async def finish(
     cursor = await conn.execute(
         "UPDATE tickets SET status = ?, updated_ms = ?, finished_ms = ?, "
         "error = ?, prompt_tokens = ?, completion_tokens = ?, cached_tokens = ?, "
-        "cost_usd = ?, attempts = attempts + ? WHERE id = ? AND status = ?",
+        "cost_usd = ?, baseline_usd = ?, saved_usd = ?, attempts = attempts + ? "
+        "WHERE id = ? AND status = ?",
         (
             new.value, now_ms, now_ms, None if error is None else orjson.dumps(error),
-            *usage, cost_usd, attempts_delta, ticket.id, ticket.status.value,
+            *usage, *(cost or (None, None, None)), attempts_delta, ticket.id, ticket.status.value,
         ),
     )  # fmt: skip
     if cursor.rowcount != 1:

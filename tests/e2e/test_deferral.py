@@ -107,6 +107,15 @@ class Deferral:
         self.clock.advance(RUN)
         return [self.wait(ticket_id) for ticket_id in ids]
 
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        services = self.proxy.app.state.services
+
+        async def fetch() -> list[tuple[Any, ...]]:
+            return [tuple(row) for row in await services.db.fetchall(sql, params)]
+
+        rows: list[tuple[Any, ...]] = self.proxy.call(fetch())
+        return rows
+
     def routes(self) -> list[dict[str, Any]]:
         services = self.proxy.app.state.services
 
@@ -187,6 +196,11 @@ def test_chat_ticket_through_the_sdk(d: Deferral) -> None:
     assert rows[1]["prompt_tokens"] == completion.usage.prompt_tokens
     assert rows[1]["cost_usd"] is not None
     assert rows[1]["saved_usd"] > 0  # batch price is half the real-time price
+    assert rows[1]["cost_usd"] == pytest.approx(rows[1]["baseline_usd"] / 2)
+    stored = d.query(
+        "SELECT cost_usd, baseline_usd, saved_usd FROM tickets WHERE id = ?", ticket_id
+    )
+    assert stored == [(rows[1]["cost_usd"], rows[1]["baseline_usd"], rows[1]["saved_usd"])]
 
 
 def test_embeddings_ticket(d: Deferral) -> None:

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from adapters.emulators.faults import Fault
+from proxy.pricing import Pricer
 from tests.deferral.harness import Stack, stack
 
 HOUR = 3600
@@ -103,6 +104,7 @@ async def test_interrupted_direct_send_is_resent(slow: Stack) -> None:
 
 async def test_offpeak_ticket_waits_for_the_cheaper_window(tmp_path: Path) -> None:
     async with stack(tmp_path) as s:
+        s.services.extras["pricer"] = Pricer.from_settings(s.settings)
         s.clock.set(at("2026-01-01T02:00:00"))  # Thursday, DeepSeek peak (2x) until 04:00
         status, body, _ = await s.enqueue("cheap later", model="deepseek-chat", tolerance=4 * HOUR)
         assert status == 202
@@ -123,6 +125,9 @@ async def test_offpeak_ticket_waits_for_the_cheaper_window(tmp_path: Path) -> No
         assert orjson.loads(ticket.result)["model"] == "deepseek-v4-flash"
         rows = [r for r in await s.routes() if r["ticket_id"] == ticket_id]
         assert [(r["lane"], r["status"]) for r in rows] == [("offpeak", 202), ("offpeak", 200)]
+        # Priced at the off-peak rate, against real time at the peak rate it arrived in.
+        assert rows[1]["cost_usd"] == pytest.approx(rows[1]["baseline_usd"] / 2)
+        assert rows[1]["saved_usd"] == pytest.approx(rows[1]["cost_usd"])
         assert "held until Thu 04:00 UTC" in rows[0]["reason"]
         assert await s.events(ticket_id) == [
             (None, "queued", rows[0]["reason"]),
