@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The slow fuzzing tier: schemathesis against costroute's own /openapi.json, and long
+# hypothesis runs on the duration parser, the planner and the Gemini translation.
+#
+#   tests/fuzz/run.sh                 # fuzz tier
+#   tests/fuzz/run.sh --slow          # fuzz tier + the slow hardening tier (1,000-ticket
+#                                     # SIGKILL test, 10,000-request load test)
+#   FUZZ_EXAMPLES=2000 tests/fuzz/run.sh   # more examples per operation / property
+#
+# schemathesis ships a pytest plugin that would load in every pytest run, so it lives in
+# its own virtualenv (outside the repository), built from the project's test extras.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+VENV=${FUZZ_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/costroute/fuzz-venv}
+PYTHON=${PYTHON:-python3}
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet -e '.[test]' 'schemathesis>=4.3,<5' 'openapi-spec-validator>=0.7'
+
+MARKS="fuzz"
+if [ "${1:-}" = "--slow" ]; then
+  MARKS="fuzz or slow"
+  shift
+fi
+TARGETS=(tests/fuzz)
+if [ "$MARKS" != "fuzz" ]; then
+  TARGETS+=(tests/hardening)
+fi
+exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider -m "$MARKS" --timeout=1800 "${TARGETS[@]}" "$@"
