@@ -61,7 +61,7 @@ def idempotency_key(headers: Mapping[str, str]) -> str | None:
 
 class Deferral:
     """The ticket writer and the long-poll waiters. One per process, in
-    ``services.extras["deferral"]`` (see ``install``)."""
+    ``services.extras["deferral"]``, installed by ``proxy.scheduler.Scheduler``."""
 
     def __init__(self, services: Services, *, webhooks_enabled: bool) -> None:
         self._services = services
@@ -124,7 +124,9 @@ class Deferral:
         self.start()
         ticket_id = await self._writer.submit(item)
         replayed = ticket_id != item.id
-        ticket = await store.get_ticket(services.db, ticket_id)
+        # A new ticket is answered from what was written; a replay shows the first
+        # ticket as it is now.
+        ticket = await store.get_ticket(services.db, ticket_id) if replayed else _queued(item)
         assert ticket is not None  # committed before submit returned
         record_route(
             services,
@@ -177,6 +179,28 @@ class Deferral:
                 waiting.remove(event)
                 if not waiting:
                     del self._waiters[ticket_id]
+
+
+def _queued(item: NewTicket) -> Ticket:
+    return Ticket(
+        id=item.id,
+        key_name=item.key_name,
+        request_id=item.request_id,
+        endpoint=item.endpoint,
+        model=item.model,
+        provider=item.provider,
+        upstream_model=item.upstream_model,
+        lane=item.lane,
+        reason=item.reason,
+        status=TicketStatus.QUEUED,
+        created_ms=item.created_ms,
+        deadline_ms=item.deadline_ms,
+        not_before_ms=item.not_before_ms,
+        updated_ms=item.created_ms,
+        attempts=0,
+        idempotency_key=item.idempotency_key,
+        callback_url=item.callback_url,
+    )
 
 
 def _units(endpoint: str, body: Mapping[str, Any]) -> int:

@@ -53,10 +53,11 @@ def auth(key: str) -> dict[str, str]:
 
 async def test_a_ticket_is_visible_only_to_its_key(api: tuple[Stack, httpx.AsyncClient]) -> None:
     s, client = api
-    ticket_id = (await s.enqueue("mine"))[1]["id"]
+    _, accepted, _ = await s.enqueue("mine")
+    ticket_id = accepted["id"]
     own = await client.get(f"/v1/tickets/{ticket_id}", headers=auth("alice-key"))
     assert own.status_code == 200
-    assert own.json()["status"] == "queued"
+    assert own.json() == accepted  # the 202 body is the stored ticket
     for path in (f"/v1/tickets/{ticket_id}", "/v1/tickets/tkt_doesnotexist"):
         other = await client.get(path, headers=auth("bob-key"))
         assert other.status_code == 404
