@@ -38,11 +38,16 @@ class Ingested:
     failure_rate: float = 0.0
 
 
-async def ingest(services: Services, batch: Batch, info: BatchInfo) -> Ingested:
+async def ingest(
+    services: Services, batch: Batch, info: BatchInfo, *, read_files: bool = True
+) -> Ingested:
     """Apply a final batch's results and close it. Download errors propagate (as
-    ``AdapterError``) with the batch still ``submitted``, so the next poll retries."""
+    ``AdapterError``) with the batch still ``submitted``, so the next poll retries.
+    Without ``read_files`` (its files are gone for good) every ticket still waiting on
+    the batch is requeued as if its line were missing."""
     adapter = services.batch[batch.provider]
-    for file_id in (info.output_file_id, info.error_file_id):
+    files = (info.output_file_id, info.error_file_id) if read_files else ()
+    for file_id in files:
         if file_id:
             await _ingest_file(services, adapter, batch, file_id)
     refusal = False

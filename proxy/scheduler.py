@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 # (e.g. a timeout while creating it): the poll loop reconciles it.
 RECONCILE_GRACE_MS = 120_000
 _LIST_CAP = 20_000
+_DOWNLOAD_TRIES = 3
 
 
 class Scheduler:
@@ -68,6 +69,8 @@ class Scheduler:
         self._sending: dict[str, asyncio.Task[None]] = {}
         self._send_limit = asyncio.Semaphore(16)
         self._tasks: list[asyncio.Task[None]] = []
+        # Result downloads the provider refused outright, per local batch id.
+        self._refused: dict[str, int] = {}
         # Recent monitoring warnings, newest last (also logged).
         self.alerts: collections.deque[str] = collections.deque(maxlen=200)
 
@@ -221,19 +224,26 @@ class Scheduler:
         return answered
 
     async def _ingest(self, batch: Batch, info: BatchInfo) -> None:
+        # A result file the provider refuses outright (gone, expired) is retried a few
+        # times, then given up: its tickets go back to the queue instead of waiting on it.
+        give_up = self._refused.get(batch.id, 0) >= _DOWNLOAD_TRIES
         try:
-            result = await ingest(self.services, batch, info)
+            result = await ingest(self.services, batch, info, read_files=not give_up)
         except AdapterError as exc:
-            now_ms = self._now_ms()
+            if not exc.retryable:
+                self._refused[batch.id] = self._refused.get(batch.id, 0) + 1
             delay = self.services.settings.batch.poll_interval * 1000
             await bstore.record_poll(
                 self.services.db,
                 batch.id,
-                next_poll_ms=now_ms + delay,
+                next_poll_ms=self._now_ms() + delay,
                 poll_failures=batch.poll_failures + 1,
             )
             log.warning("batch %s: result download failed (%s); will retry", batch.id, exc.message)
             return
+        self._refused.pop(batch.id, None)
+        if give_up:
+            self._alert(f"batch {batch.id} ({info.id}): results unreadable; tickets requeued")
         batch_cfg = self.services.settings.batch
         if result.capacity_refusal:
             hold = max(batch_cfg.max_wait, 60) * 1000

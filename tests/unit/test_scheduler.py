@@ -299,3 +299,29 @@ async def test_embedding_inputs_count_against_max_lines(tmp_path: Path) -> None:
         await s.scheduler.flush_once(force=True)
         rows = await s.db.fetchall("SELECT line_count FROM batches ORDER BY line_count")
         assert [row[0] for row in rows] == [2, 2]  # 2+2 inputs, then 2+1
+
+
+async def test_garbage_and_truncated_result_lines(s: Stack) -> None:
+    ids = [(await s.enqueue(f"g{i}"))[1]["id"] for i in range(5)]
+    s.emulator.corrupt_output("next", "truncate")
+    await s.run_batches()
+    statuses = await s.statuses(ids)
+    # The cut line cannot be attributed: its ticket goes back to the queue.
+    assert sorted(statuses) == ["completed"] * 4 + ["queued"]
+    s.emulator.corrupt_output("next", "garbage")
+    await s.run_batches()
+    assert set(await s.statuses(ids)) == {"completed"}
+
+
+async def test_unreadable_result_file_is_given_up_after_a_few_tries(s: Stack) -> None:
+    ids = [(await s.enqueue(f"u{i}"))[1]["id"] for i in range(3)]
+    s.emulator.corrupt_output("next", "missing")
+    await s.run_batches()
+    for _ in range(3):  # refused three times in all, then given up
+        assert set(await s.statuses(ids)) == {"submitted"}
+        s.clock.advance(60)
+        await s.scheduler.poll_once()
+    assert set(await s.statuses(ids)) == {"queued"}
+    assert any("results unreadable" in alert for alert in s.scheduler.alerts)
+    await s.run_batches()
+    assert set(await s.statuses(ids)) == {"completed"}
