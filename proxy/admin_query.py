@@ -53,7 +53,8 @@ def now_ms(services: Services) -> int:
 
 
 def since_ms(params: Mapping[str, str], now: int, default: str = "0") -> int:
-    raw = params.get("since", default).strip()
+    # An empty value (a form's "all time" choice) means the default.
+    raw = (params.get("since") or "").strip() or default
     if raw.isdigit() and int(raw) >= _EPOCH_FLOOR:
         return int(raw) * 1000
     try:

@@ -289,8 +289,7 @@ def _error(request: Request, exc: ProxyError) -> Response:
         return render(exc)
     if isinstance(exc, Unauthorized):
         return _redirect(f"{COOKIE_PATH}/login")
-    body = (
-        f'<p class="error" role="alert">{escape(exc.message)}</p>'
-        '<p><a href="/admin/login">Log in</a></p>'
-    )
+    link = '<a href="/admin/login">Log in</a>' if exc.status == 403 else '<a href="/admin">Back</a>'
+    body = f'<main><p class="error" role="alert">{escape(exc.message)}</p><p>{link}</p></main>'
+
     return html_page("costroute ops: error", body, status=exc.status)

@@ -152,6 +152,7 @@ def test_routes_since(ops: OpsStack, admin: httpx.Client) -> None:
     unix = str(start // 1000)
     assert walk(admin, "/admin/routes", since=unix, limit=500)[0] == expected
     assert len(walk(admin, "/admin/routes", since="0", limit=500)[0]) == 120
+    assert len(walk(admin, "/admin/routes", since="", limit=500)[0]) == 120  # a form's "all"
 
 
 def test_routes_pages_walk_back_with_before(admin: httpx.Client) -> None:
