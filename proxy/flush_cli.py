@@ -9,14 +9,24 @@ from typing import Any
 
 import httpx
 
+from adapters.base import BatchAdapter
 from adapters.clock import Clock, SystemClock
-from proxy.app import build_batch_adapters
+from proxy.app import build_batch_adapters as app_batch_adapters
 from proxy.context import Services
 from proxy.flusher import FlushSummary
 from proxy.routelog import RouteLog
 from proxy.scheduler import flush_now
 from proxy.settings import Settings, load_settings, resolve_provider_key
 from proxy.store.db import Database
+
+
+def build_batch_adapters(
+    settings: Settings,
+    keys: Mapping[str, str | None],
+    transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+) -> dict[str, BatchAdapter]:
+    """The app's batch adapters (one per OpenAI provider); ``transports`` for tests."""
+    return app_batch_adapters(settings, keys, transports or {})
 
 
 async def flush_offline(
@@ -31,7 +41,7 @@ async def flush_offline(
     routelog = RouteLog(db)
     routelog.start()
     services = Services(settings=settings, db=db, clock=clock or SystemClock(), routelog=routelog)
-    services.batch = build_batch_adapters(settings, keys, transports or {})
+    services.batch = build_batch_adapters(settings, keys, transports)
     try:
         return await flush_now(services, environ=environ)
     finally:
