@@ -24,6 +24,7 @@ other ``/admin`` route; a browser is sent to the login form instead.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -146,6 +147,7 @@ def authenticate_page(request: Request, services: Services) -> PageAuth:
 # --- HTML --------------------------------------------------------------------------------
 
 
+@functools.cache
 def template(name: str) -> Template:
     return Template(resources.files("proxy").joinpath("data", name).read_text("utf-8"))
 
