@@ -95,6 +95,7 @@ def batch_object(row: dict[str, Any], now_ms: int) -> dict[str, Any]:
 
 
 async def list_routes(request: Request) -> Response:
+    """The routing log, newest first (admin keys only)."""
     services = _admin(request)
     query = q.route_query(request.query_params, q.now_ms(services))
     rows, more = await store.list_routes(
@@ -110,6 +111,7 @@ async def list_routes(request: Request) -> Response:
 
 
 async def list_tickets(request: Request) -> Response:
+    """Every key's tickets, newest first (admin keys only)."""
     services = _admin(request)
     query = q.ticket_query(request.query_params, q.now_ms(services))
     try:
@@ -127,6 +129,7 @@ async def list_tickets(request: Request) -> Response:
 
 
 async def list_batches(request: Request) -> Response:
+    """Local batches with line counts, age and provider ids (admin keys only)."""
     services = _admin(request)
     now = q.now_ms(services)
     query = q.batch_query(request.query_params, now)
@@ -145,6 +148,7 @@ async def list_batches(request: Request) -> Response:
 
 
 async def report(request: Request) -> Response:
+    """Requests, cost and savings grouped, with alerts and the queue (admin keys only)."""
     services = _admin(request)
     now = q.now_ms(services)
     since = q.since_ms(request.query_params, now, default="7d")
