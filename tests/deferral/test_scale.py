@@ -42,6 +42,7 @@ class CountingProvider:
 
     def __init__(self, count: int) -> None:
         self.count = count
+        self.created = 0
         self.lines = 0
         self.bytes = 0
         self.largest_chunk = 0
@@ -57,8 +58,9 @@ class CountingProvider:
     async def create_batch(
         self, *, input_file_id: str, endpoint: str, metadata: Mapping[str, str]
     ) -> BatchInfo:
-        return BatchInfo("batch_1", BatchStatus.VALIDATING, endpoint, input_file_id, 0,
-                         metadata=dict(metadata))  # fmt: skip
+        self.created += 1
+        return BatchInfo(f"batch_{self.created}", BatchStatus.VALIDATING, endpoint,
+                         input_file_id, 0, metadata=dict(metadata))  # fmt: skip
 
     async def retrieve_batch(self, batch_id: str) -> BatchInfo:
         return BatchInfo(
@@ -122,6 +124,29 @@ async def seed(db: Database, ids: list[str]) -> None:
 @pytest.mark.slow
 async def test_fifty_thousand_tickets_flush_and_ingest_fast(tmp_path: Path) -> None:
     await flush_and_ingest(tmp_path, 50_000, seconds=5.0, megabytes=150)
+
+
+@pytest.mark.slow
+async def test_the_fifty_thousand_and_first_ticket_goes_in_a_second_batch(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    settings.providers["openai"].__dict__["max_active_batches"] = 2
+    db = await Database.open(settings.store.path)
+    services = Services(
+        settings=settings, db=db, clock=ManualClock(NOW_MS / 1000), routelog=RouteLog(db)
+    )
+    provider = CountingProvider(50_001)
+    services.batch = {"openai": provider}
+    scheduler = Scheduler(services, environ={"WEBHOOK_SECRET": "x"})
+    try:
+        provider.ids = [new_ticket_id() for _ in range(50_001)]
+        await seed(db, provider.ids)
+        summary = await scheduler.flush_once(force=True)
+        assert summary.tickets == 50_001
+        rows = await db.fetchall("SELECT line_count FROM batches ORDER BY line_count")
+        assert [row[0] for row in rows] == [1, 50_000]  # the provider's per-file limit
+    finally:
+        await scheduler.stop()
+        await db.close()
 
 
 async def test_ten_thousand_tickets_flush_and_ingest_in_linear_time(tmp_path: Path) -> None:

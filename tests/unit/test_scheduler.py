@@ -325,3 +325,20 @@ async def test_unreadable_result_file_is_given_up_after_a_few_tries(s: Stack) ->
     assert any("results unreadable" in alert for alert in s.scheduler.alerts)
     await s.run_batches()
     assert set(await s.statuses(ids)) == {"completed"}
+
+
+async def test_max_bytes_splits_a_group(tmp_path: Path) -> None:
+    async with stack(tmp_path, batch={"max_bytes": 1000}) as s:
+        s.services.settings.providers["openai"].__dict__["max_active_batches"] = 10
+        ids = [(await s.enqueue("b" * 150 + str(i)))[1]["id"] for i in range(9)]
+        await s.scheduler.flush_once(force=True)
+        rows = await s.db.fetchall("SELECT line_count, bytes FROM batches")
+        assert sum(row[0] for row in rows) == 9
+        assert len(rows) > 1
+        assert all(row[1] <= 1000 for row in rows)
+        # The sizes the claim counted are the sizes of the files that were uploaded.
+        uploaded = sorted(f["bytes"] for f in s.emulator.files_state())
+        assert uploaded == sorted(row[1] for row in rows)
+        s.clock.advance(RUN)
+        await s.scheduler.poll_once()
+        assert set(await s.statuses(ids)) == {"completed"}
