@@ -1,0 +1,75 @@
+"""costroute under uvicorn for the benchmarks, configured as in production: a client key
+(auth on), planning, the routing log on a SQLite file, and the same uvicorn options as
+``costroute serve``. Two providers point at the fake upstream: ``instant`` answers at
+once, ``slow`` (the upstream's ``/slow`` prefix) after 50 ms.
+
+    python -m tests.benchmarks.costroute_server --port 9300 --upstream URL --db PATH
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from proxy.settings import Settings, parse_settings
+
+CLIENT_KEY = "sk-bench-client-0123456789abcdef"
+PROVIDER_KEY = "sk-bench-provider-0123456789"
+ENV = {"BENCH_CLIENT_KEY": CLIENT_KEY, "BENCH_PROVIDER_KEY": PROVIDER_KEY}
+MODELS = {"instant": "bench-instant", "slow": "bench-slow"}
+
+
+def bench_settings(upstream: str, db_path: str, **sections: dict[str, Any]) -> Settings:
+    provider = {"type": "openai", "api_key_env": "BENCH_PROVIDER_KEY"}
+    data: dict[str, Any] = {
+        "store": {"path": db_path},
+        "auth": {"keys": [{"name": "bench", "key_env": "BENCH_CLIENT_KEY"}]},
+        "providers": {
+            "instant": {**provider, "base_url": upstream + "/v1"},
+            "slow": {**provider, "base_url": upstream + "/slow/v1"},
+        },
+        "models": {
+            MODELS["instant"]: {"provider": "instant", "upstream_model": "gpt-4o-mini"},
+            MODELS["slow"]: {"provider": "slow", "upstream_model": "gpt-4o-mini"},
+        },
+        # Deferred requests must be able to reach the batch lane (enqueue benchmark).
+        "batch": {"min_tolerance": "1h", "flush_interval": "1h", "max_wait": "24h"},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return parse_settings(data, source="benchmark")
+
+
+def main() -> None:
+    import uvicorn
+
+    from proxy.app import create_app
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--loop", default="asyncio")
+    parser.add_argument("--http", default="h11")
+    args = parser.parse_args()
+    # As `costroute serve` does: the proxy's own loggers at INFO.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(bench_settings(args.upstream, args.db), environ=ENV)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        loop=args.loop,
+        http=args.http,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=30,
+        h11_max_incomplete_event_size=64 * 1024,
+    )
+
+
+if __name__ == "__main__":
+    main()

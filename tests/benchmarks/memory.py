@@ -1,0 +1,92 @@
+"""Resident memory of costroute: idle, then after two equal rounds of real-time requests
+(four fifths JSON, one fifth SSE, concurrency 64, instant upstream). The first round
+warms pools and caches; any growth in the second is a leak."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.benchmarks.loadgen import run_load
+from tests.benchmarks.procs import Server
+from tests.benchmarks.realtime import HEADERS, Case, Target, request_body
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryResult:
+    idle_mb: float
+    after_round1_mb: float
+    after_round2_mb: float
+    requests_per_round: int
+    errors: int
+    floor_idle_mb: float
+
+    @property
+    def growth_mb(self) -> float:
+        return self.after_round2_mb - self.after_round1_mb
+
+
+async def _round(target: Target, requests: int) -> int:
+    streamed = requests // 5
+    errors = 0
+    for case, count in (
+        (Case(False, "instant", 64), requests - streamed),
+        (Case(True, "instant", 64), streamed),
+    ):
+        result = await run_load(
+            target.endpoint(case),
+            request_body(case),
+            headers=HEADERS,
+            concurrency=case.concurrency,
+            requests=count,
+            stream=case.stream,
+        )
+        errors += result.errors + (count - result.completed - result.errors)
+    return errors
+
+
+async def measure(
+    upstream: Server,
+    log_dir: Path,
+    *,
+    requests_per_round: int,
+    loop: str,
+    http: str,
+    progress: Callable[[str], None],
+) -> MemoryResult:
+    args = ["--loop", loop, "--http", http]
+    with contextlib.ExitStack() as stack:
+        proxy = stack.enter_context(
+            Server(
+                "costroute-memory",
+                "tests.benchmarks.costroute_server",
+                ["--upstream", upstream.url, "--db", str(log_dir / "costroute-memory.db"), *args],
+                log_dir=log_dir,
+            )
+        )
+        floor = stack.enter_context(
+            Server(
+                "floor-memory",
+                "tests.benchmarks.floor",
+                ["--upstream", upstream.url, *args],
+                log_dir=log_dir,
+            )
+        )
+        await asyncio.sleep(1.0)
+        idle, floor_idle = proxy.rss_mb(), floor.rss_mb()
+        progress(f"[memory] idle RSS {idle:.1f} MB (floor {floor_idle:.1f} MB)")
+        target = Target("costroute", proxy.url, proxy.pid)
+        errors = 0
+        after: list[float] = []
+        for number in (1, 2):
+            errors += await _round(target, requests_per_round)
+            # Let the routing log's group commit drain before reading the size.
+            await asyncio.sleep(1.0)
+            after.append(proxy.rss_mb())
+            progress(
+                f"[memory] after round {number} ({requests_per_round} requests): {after[-1]:.1f} MB"
+            )
+    return MemoryResult(idle, after[0], after[1], requests_per_round, errors, floor_idle)
