@@ -26,7 +26,8 @@ from adapters.gemini_cache_manager import CacheManager
 from adapters.http import make_client
 from adapters.openai import OpenAIAdapter
 from adapters.openai_batch import OpenAIBatchAdapter
-from proxy import accounting, endpoints
+from proxy import accounting, endpoints, openapi
+from proxy.admin import admin_routes
 from proxy.auth import Authenticator
 from proxy.context import Services
 from proxy.errors import NotFound, ProxyError, render
@@ -197,15 +198,19 @@ def _plain_endpoint(
     async def with_context(request: Request, ctx: LogContext) -> Response:
         return await handler(request)
 
-    return _endpoint(name, with_context, log_route=False)
+    endpoint = _endpoint(name, with_context, log_route=False)
+    endpoint.__doc__ = handler.__doc__
+    return endpoint
 
 
 def _routes() -> list[BaseRoute]:
     return [
         *ticket_routes(_plain_endpoint),
         admin_flush_route(_plain_endpoint),
+        *admin_routes(_plain_endpoint),
         Route("/healthz", endpoints.healthz, methods=["GET"]),
         Route("/metrics", endpoints.metrics, methods=["GET"]),
+        Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
         Route(
             "/v1/chat/completions",
             _endpoint("/v1/chat/completions", endpoints.chat_completions),

@@ -165,6 +165,8 @@ class WebhookSettings(_Strict):
     timeout: Duration = 10
     max_attempts: int = Field(5, ge=1)
     max_payload_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    # Monitoring: a delivery that has failed this many times in a row raises an alert.
+    alert_failures: int = Field(3, ge=1)
 
 
 class RetrySettings(_Strict):

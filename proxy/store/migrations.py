@@ -168,4 +168,11 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX gemini_prefix_seen_ts ON gemini_prefix_seen(ts_ms);
         """,
     ),
+    (
+        "0004_admin_listing_indexes",
+        """
+        CREATE INDEX tickets_created ON tickets(created_ms, id);
+        CREATE INDEX batches_created ON batches(created_ms, id);
+        """,
+    ),
 ]
