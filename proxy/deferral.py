@@ -16,12 +16,14 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import aiosqlite
 import orjson
 from starlette.responses import Response
 
 from adapters.base import Reply
 from adapters.errors import AdapterError
 from adapters.openai_wire import Usage
+from proxy import route_rows
 from proxy.batchfiles import upstream_body, usage_of
 from proxy.context import Caller, Services
 from proxy.errors import InvalidHeader
@@ -67,7 +69,7 @@ class Deferral:
         self._services = services
         self.webhooks_enabled = webhooks_enabled
         self._writer: GroupCommit[NewTicket, str] = GroupCommit(
-            services.db, store.insert_tickets, max_items=1024, name="tickets"
+            services.db, _insert, max_items=1024, name="tickets"
         )
         self._waiters: dict[str, list[asyncio.Event]] = {}
         self._started = False
@@ -128,19 +130,6 @@ class Deferral:
         # ticket as it is now.
         ticket = await store.get_ticket(services.db, ticket_id) if replayed else _queued(item)
         assert ticket is not None  # committed before submit returned
-        record_route(
-            services,
-            ts_ms=now_ms,
-            request_id=request_id,
-            key_name=caller.name,
-            endpoint=endpoint,
-            model=model,
-            provider=decision.provider,
-            lane=ticket.lane,
-            reason=f"idempotent replay of {ticket_id}" if replayed else decision.reason,
-            status=202,
-            ticket_id=ticket_id,
-        )
         extra = {"Idempotent-Replayed": "true"} if replayed else {}
         return ticket_response(
             ticket,
@@ -179,6 +168,11 @@ class Deferral:
                 waiting.remove(event)
                 if not waiting:
                     del self._waiters[ticket_id]
+
+
+async def _insert(conn: aiosqlite.Connection, items: list[NewTicket]) -> list[str]:
+    # Each request's 202 row in the routing log commits with its ticket.
+    return await store.insert_tickets(conn, items, route=route_rows.accepted)
 
 
 def _queued(item: NewTicket) -> Ticket:
@@ -222,50 +216,12 @@ def deferral_of(services: Services) -> Deferral:
 # --- final states --------------------------------------------------------------------
 
 
-def record_route(services: Services, **fields: Any) -> None:
-    services.routelog.record(**fields)
-
-
-_FINAL_STATUS = {TicketStatus.COMPLETED: 200, TicketStatus.CANCELLED: 499}
-
-
-async def finalized(services: Services, items: Iterable[tuple[Ticket, Outcome, str]]) -> None:
-    """After a commit that ended tickets: wake waiters and write one routing-log row per
-    ticket with its tokens and cost. ``items`` are (ticket before, outcome, lane)."""
-    done: list[str] = []
-    now_ms = int(services.clock.now() * 1000)
-    for ticket, outcome, lane in items:
-        done.append(ticket.id)
-        error = outcome.error or {}
-        status = _FINAL_STATUS.get(outcome.status)
-        if status is None:
-            status = 400 if error.get("type") == "invalid_request_error" else 502
-        cost = outcome.cost
-        record_route(
-            services,
-            ts_ms=now_ms,
-            request_id=ticket.request_id,
-            key_name=ticket.key_name,
-            endpoint=ticket.endpoint,
-            model=ticket.model,
-            provider=ticket.provider,
-            lane=lane,
-            reason=outcome.detail,
-            status=status,
-            error_code=error.get("code"),
-            latency_ms=float(now_ms - ticket.created_ms),
-            attempts=max(ticket.attempts, 1),
-            prompt_tokens=outcome.prompt_tokens,
-            completion_tokens=outcome.completion_tokens,
-            cached_tokens=outcome.cached_tokens,
-            cost_usd=cost[0] if cost else None,
-            baseline_usd=cost[1] if cost else None,
-            saved_usd=cost[2] if cost else None,
-            ticket_id=ticket.id,
-        )
+def finalized(services: Services, ticket_ids: Iterable[str]) -> None:
+    """After a commit that ended tickets: wake their long-polls. (Their routing-log rows
+    and webhooks were written in that same commit.)"""
     found = services.extras.get("deferral")
     if isinstance(found, Deferral):
-        found.notify(done)
+        found.notify(ticket_ids)
 
 
 def priced(services: Services, ticket: Ticket, outcome: Outcome) -> Outcome:
@@ -340,6 +296,7 @@ async def _finish(
     services: Services, ticket: Ticket, outcome: Outcome, *, attempts: int = 1
 ) -> bool:
     now_ms = int(services.clock.now() * 1000)
+    tried = dataclasses.replace(ticket, attempts=ticket.attempts + attempts)
     async with services.db.transaction() as conn:
         done = await store.finish(
             conn,
@@ -352,9 +309,10 @@ async def _finish(
             usage=(outcome.prompt_tokens, outcome.completion_tokens, outcome.cached_tokens),
             cost=outcome.cost,
             attempts_delta=attempts,
+            route=route_rows.final(tried, outcome, now_ms=now_ms),
         )
     if done:
-        await finalized(services, [(ticket, outcome, ticket.lane)])
+        finalized(services, [ticket.id])
     return done
 
 

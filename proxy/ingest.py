@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from adapters.base import BatchAdapter, BatchInfo, BatchStatus
+from proxy import route_rows
 from proxy.batchfiles import error_object, outcome_of
 from proxy.context import Services
 from proxy.deferral import finalized, priced
@@ -141,14 +142,16 @@ async def _validation_failed(services: Services, batch: Batch, info: BatchInfo) 
 async def apply(
     services: Services, batch: Batch, outcomes: Sequence[Outcome], *, refund: bool = False
 ) -> None:
+    now_ms = int(services.clock.now() * 1000)
     applied = await bstore.apply_outcomes(
         services.db,
         batch.id,
         outcomes,
-        now_ms=int(services.clock.now() * 1000),
+        now_ms=now_ms,
         max_attempts=services.settings.batch.max_attempts,
         refund=refund,
         price=lambda ticket, outcome: priced(services, ticket, outcome),
+        route=lambda ticket, outcome: route_rows.final(ticket, outcome, now_ms=now_ms),
     )
     for ticket_id, status in applied.ignored:
         log.warning(
@@ -157,5 +160,4 @@ async def apply(
             batch.id,
             status,
         )
-    if applied.final:
-        await finalized(services, [(t, o, t.lane) for t, o in applied.final])
+    finalized(services, [t.id for t, _ in applied.final])

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from proxy import route_rows
 from proxy.context import Caller, Services
 from proxy.deferral import deferral_of, finalized, ticket_response
 from proxy.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -79,13 +80,16 @@ async def cancel_ticket(request: Request) -> Response:
     services, caller = _context(request)
     ticket_id = request.path_params["ticket_id"]
     now_ms = int(services.clock.now() * 1000)
-    moved = await store.cancel(services.db, ticket_id, caller.name, now_ms)
+    cancelled = Outcome(ticket_id, TicketStatus.CANCELLED, detail="cancelled by caller")
+    moved = await store.cancel(
+        services.db,
+        ticket_id,
+        caller.name,
+        now_ms,
+        route=lambda before: route_rows.final(before, cancelled, now_ms=now_ms),
+    )
     if moved is not None:
-        detail = "cancelled by caller"
-        await finalized(
-            services,
-            [(moved, Outcome(moved.id, TicketStatus.CANCELLED, detail=detail), moved.lane)],
-        )
+        finalized(services, [moved.id])
     ticket = await store.get_owned(services.db, ticket_id, caller.name)
     if ticket is None:
         raise _not_found(ticket_id)

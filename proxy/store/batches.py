@@ -18,6 +18,7 @@ import orjson
 
 from proxy.jobs import Batch, BatchState, Outcome, Ticket, TicketStatus, check_batch
 from proxy.store.db import Database
+from proxy.store.routes import insert_routes
 from proxy.store.tickets import (
     LIGHT_COLUMNS,
     add_events,
@@ -287,11 +288,13 @@ async def apply_outcomes(
     max_attempts: int,
     refund: bool = False,
     price: Callable[[Ticket, Outcome], Outcome] | None = None,
+    route: Callable[[Ticket, Outcome], Sequence[Any]] | None = None,
 ) -> Applied:
     """Apply per-line outcomes of one batch in one transaction. A retryable outcome
     requeues its ticket while attempts remain and fails it after that; with ``refund``
     (the provider refused the whole batch for capacity) the attempt is given back.
-    ``price`` fills in the cost of a completed outcome from its ticket."""
+    ``price`` fills in the cost of a completed outcome from its ticket; ``route`` builds
+    the routing-log row of each ticket that ends, written in the same transaction."""
     applied = Applied()
     by_id = {o.ticket_id: o for o in outcomes}
     async with db.transaction() as conn:
@@ -355,6 +358,8 @@ async def apply_outcomes(
         )
         await add_events(conn, events)
         await add_webhooks(conn, [t for t, _ in applied.final if t.callback_url], now_ms)
+        if route is not None:
+            await insert_routes(conn, [route(t, o) for t, o in applied.final])
     return applied
 
 

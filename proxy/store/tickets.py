@@ -9,7 +9,7 @@ once. The state table in ``proxy/jobs.py`` is checked before any SQL runs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import aiosqlite
@@ -17,6 +17,11 @@ import orjson
 
 from proxy.jobs import NewTicket, Ticket, TicketStatus, check_ticket
 from proxy.store.db import Database
+from proxy.store.routes import insert_routes
+
+# Builds the routing-log row written with a change, in the same transaction.
+AcceptedRoute = Callable[[NewTicket, str, bool], Sequence[Any]]
+FinalRoute = Callable[[Ticket], Sequence[Any]]
 
 # Every column but the request body, which only the flusher and the direct sender read.
 COLUMNS = (
@@ -87,9 +92,12 @@ _INSERT = (
 )
 
 
-async def insert_tickets(conn: aiosqlite.Connection, items: list[NewTicket]) -> list[str]:
+async def insert_tickets(
+    conn: aiosqlite.Connection, items: list[NewTicket], *, route: AcceptedRoute | None = None
+) -> list[str]:
     """``GroupCommit`` apply step: one id per item, the existing ticket's id when the
-    caller's ``Idempotency-Key`` was seen before (even earlier in this same group)."""
+    caller's ``Idempotency-Key`` was seen before (even earlier in this same group).
+    ``route`` builds each request's routing-log row (item, ticket id, replayed)."""
     ids: list[str] = []
     bodies: list[tuple[str, bytes]] = []
     events: list[tuple[str, int, str | None, str, str]] = []
@@ -116,6 +124,14 @@ async def insert_tickets(conn: aiosqlite.Connection, items: list[NewTicket]) -> 
         assert row is not None  # the conflict that skipped the insert is this row
         ids.append(row[0])
     await conn.executemany("INSERT INTO ticket_bodies (ticket_id, body) VALUES (?, ?)", bodies)
+    if route is not None:
+        await insert_routes(
+            conn,
+            [
+                route(item, ticket_id, ticket_id != item.id)
+                for item, ticket_id in zip(items, ids, strict=True)
+            ],
+        )
     await conn.executemany(
         "INSERT INTO ticket_events (ticket_id, ts_ms, from_status, to_status, detail) "
         "VALUES (?, ?, ?, ?, ?)",
@@ -245,7 +261,9 @@ async def move(
     return moved
 
 
-async def cancel(db: Database, ticket_id: str, key_name: str, now_ms: int) -> Ticket | None:
+async def cancel(
+    db: Database, ticket_id: str, key_name: str, now_ms: int, *, route: FinalRoute | None = None
+) -> Ticket | None:
     """Cancel a queued ticket of ``key_name``; ``None`` if it was not queued."""
     async with db.transaction() as conn:
         async with conn.execute(
@@ -261,6 +279,8 @@ async def cancel(db: Database, ticket_id: str, key_name: str, now_ms: int) -> Ti
             now_ms=now_ms,
             detail="cancelled by caller",
         )
+        if route is not None:
+            await insert_routes(conn, [route(ticket) for ticket in moved])
     return moved[0] if moved else None
 
 
@@ -321,8 +341,10 @@ async def finish(
     usage: tuple[int | None, int | None, int | None] = (None, None, None),
     cost: tuple[float, float, float] | None = None,
     attempts_delta: int = 0,
+    route: Sequence[Any] | None = None,
 ) -> bool:
-    """Finish one ticket that is in ``ticket.status``; False if it moved meanwhile."""
+    """Finish one ticket that is in ``ticket.status``; False if it moved meanwhile.
+    ``route`` is its routing-log row, written only if the ticket really ended here."""
     check_ticket(ticket.status, new)
     cursor = await conn.execute(
         "UPDATE tickets SET status = ?, updated_ms = ?, finished_ms = ?, "
@@ -343,6 +365,8 @@ async def finish(
     await add_events(conn, [(ticket.id, now_ms, ticket.status.value, new.value, detail)])
     if ticket.callback_url:
         await add_webhooks(conn, [ticket], now_ms)
+    if route is not None:
+        await insert_routes(conn, [route])
     return True
 
 

@@ -131,3 +131,41 @@ def test_ticket_object_shapes() -> None:
     assert failed["attempts"] == 3
     assert "result" not in failed
     assert ticket_object(ticket(status=T.REALTIME))["status"] == "submitted"
+
+
+def test_routing_log_rows_for_tickets() -> None:
+    from proxy.jobs import Outcome
+    from proxy.route_rows import final, route_row
+    from proxy.store.routes import COLUMNS
+
+    with pytest.raises(KeyError):
+        route_row(no_such_column=1)
+    base = ticket(status=T.SUBMITTED, attempts=2)
+    error = {"message": "m", "type": "invalid_request_error", "param": None, "code": "x"}
+    rows = {
+        "completed": final(
+            base,
+            Outcome("tkt_x", T.COMPLETED, prompt_tokens=5, cost=(1.0, 2.0, 1.0)),
+            now_ms=1_767_225_700_500,
+        ),
+        "failed": final(base, Outcome("tkt_x", T.FAILED, error=error), now_ms=1),
+        "server": final(base, Outcome("tkt_x", T.FAILED, error={"type": "server_error"}), now_ms=1),
+        "cancelled": final(base, Outcome("tkt_x", T.CANCELLED), now_ms=1),
+    }
+    named = {k: dict(zip(COLUMNS, row, strict=True)) for k, row in rows.items()}
+    assert {k: v["status"] for k, v in named.items()} == {
+        "completed": 200,
+        "failed": 400,
+        "server": 502,
+        "cancelled": 499,
+    }
+    done = named["completed"]
+    assert (done["ticket_id"], done["lane"], done["attempts"], done["stream"]) == (
+        "tkt_x",
+        "batch",
+        2,
+        0,
+    )
+    assert (done["cost_usd"], done["baseline_usd"], done["saved_usd"]) == (1.0, 2.0, 1.0)
+    assert done["latency_ms"] == 100_000.0
+    assert named["failed"]["error_code"] == "x"
