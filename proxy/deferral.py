@@ -230,7 +230,8 @@ def priced(services: Services, ticket: Ticket, outcome: Outcome) -> Outcome:
     pricer = services.extras.get("pricer")
     if pricer is None or outcome.status is not TicketStatus.COMPLETED:
         return outcome
-    if outcome.prompt_tokens is None:
+    provider = services.settings.providers.get(ticket.provider)
+    if outcome.prompt_tokens is None or provider is None:  # a provider since unconfigured
         return outcome
     usage = Usage(
         prompt_tokens=outcome.prompt_tokens,
@@ -238,7 +239,7 @@ def priced(services: Services, ticket: Ticket, outcome: Outcome) -> Outcome:
         cached_tokens=outcome.cached_tokens or 0,
     )
     result = pricer.cost(
-        provider_type=services.settings.providers[ticket.provider].type,
+        provider_type=provider.type,
         provider=ticket.provider,
         model=ticket.upstream_model,
         usage=usage,
