@@ -256,6 +256,10 @@ async def _read_json(request: Request) -> tuple[Any, bool]:
     if content_type and "json" not in content_type:
         return None, False
     raw = await request.body()
+    if not raw.strip():
+        # An empty body is no body (POST /v1/batches/{id}/cancel sends none); the
+        # handler decides whether it needed one.
+        return None, False
     try:
         return orjson.loads(raw), False
     except orjson.JSONDecodeError:
