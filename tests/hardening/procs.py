@@ -121,8 +121,9 @@ class Serve:
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS")
 
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
+    def output(self, *, full: bool = False) -> str:
+        text = self.log.read_text(errors="replace")
+        return text if full else text[-4000:]
 
 
 def run_serve_once(config: Path, env: Mapping[str, str], timeout: float = 20) -> tuple[int, str]:
