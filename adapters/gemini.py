@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import array
 import base64
+import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import httpx
@@ -58,6 +59,7 @@ class GeminiAdapter:
             # A cache belongs to the key that made it; using it with another key fails.
             raise ValueError("the cache manager must use the adapter's API key")
         self._http = GeminiHttp(client, api_key=api_key, max_response_bytes=max_response_bytes)
+        self._max_response_bytes = max_response_bytes
         self._cache = cache
         self._clock = clock or SystemClock()
 
@@ -74,7 +76,8 @@ class GeminiAdapter:
         data, plan = await self._send(
             call, _mode_header(headers), send, request_id=headers.get(REQUEST_ID_HEADER)
         )
-        reply = parse_response(data, model=call.model, created=int(self._clock.now()))
+        with _translation_guard():
+            reply = parse_response(data, model=call.model, created=int(self._clock.now()))
         notes = _notes(plan, data.get("usageMetadata"))
         return Reply(body=orjson.dumps(reply), parsed=reply, notes=notes)
 
@@ -91,7 +94,7 @@ class GeminiAdapter:
             call, _mode_header(headers), send, request_id=headers.get(REQUEST_ID_HEADER)
         )
         translator = StreamTranslator(model=call.model, created=int(self._clock.now()))
-        return GeminiStream(response, translator, plan)
+        return GeminiStream(response, translator, plan, max_event_bytes=self._max_response_bytes)
 
     async def embed(self, body: dict[str, Any], *, headers: Mapping[str, str]) -> Reply:
         model, texts = _embedding_inputs(body)
@@ -172,13 +175,32 @@ async def _best_effort(work: Awaitable[T], fallback: T) -> T:
         return fallback
 
 
+@contextlib.contextmanager
+def _translation_guard() -> Iterator[None]:
+    """A 2xx reply of a shape the translation cannot read is the provider's fault: a 502
+    for the caller, never a 500 from the proxy."""
+    try:
+        yield
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+        log.warning("gemini reply could not be translated: %r", exc)
+        raise UpstreamProtocolError(
+            "The upstream provider sent a reply costroute could not translate."
+        ) from exc
+
+
 class GeminiStream:
     """An open Gemini SSE stream, translated event by event into OpenAI chunks."""
 
     def __init__(
-        self, response: httpx.Response, translator: StreamTranslator, plan: CachePlan
+        self,
+        response: httpx.Response,
+        translator: StreamTranslator,
+        plan: CachePlan,
+        *,
+        max_event_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self._response = response
+        self._max_event_bytes = max_event_bytes
         self._translator = translator
         self._plan = plan
         self.headers: Mapping[str, str] = {}
@@ -189,7 +211,8 @@ class GeminiStream:
     async def events(self) -> AsyncIterator[bytes]:
         translator = self._translator
         with mapped_errors():
-            async for payload in sse_events(self._response.aiter_bytes()):
+            events = sse_events(self._response.aiter_bytes(), max_event_bytes=self._max_event_bytes)
+            async for payload in events:
                 try:
                     data = orjson.loads(payload)
                 except orjson.JSONDecodeError:
@@ -198,9 +221,12 @@ class GeminiStream:
                     raise UpstreamProtocolError()
                 if "error" in data:
                     raise status_error(None, data, {})
-                for chunk in translator.feed(data):
+                with _translation_guard():
+                    chunks = translator.feed(data)
+                for chunk in chunks:
                     yield frame(orjson.dumps(chunk))
-        closing = translator.finish()
+        with _translation_guard():
+            closing = translator.finish()
         self._notes.update(_notes(self._plan, translator.usage_metadata))
         for chunk in closing:
             yield frame(orjson.dumps(chunk))

@@ -80,7 +80,7 @@ class OpenAIAdapter:
             finally:
                 await response.aclose()
             raise status_error(response.status_code, content, response.headers)
-        return OpenAIStream(response)
+        return OpenAIStream(response, max_event_bytes=self._max_response_bytes)
 
     async def _post_json(self, path: str, body: dict[str, Any]) -> Reply:
         extensions = {}
@@ -114,15 +114,17 @@ class OpenAIAdapter:
 class OpenAIStream:
     """An open upstream SSE stream, re-framed event by event."""
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx.Response, *, max_event_bytes: int) -> None:
         self._response = response
+        self._max_event_bytes = max_event_bytes
         self.headers: Mapping[str, str] = forwarded_headers(response.headers)
         self.notes: Mapping[str, Any] = {}
 
     async def events(self) -> AsyncIterator[bytes]:
         saw_done = False
         with _mapped_errors():
-            async for payload in sse_events(self._response.aiter_bytes()):
+            events = sse_events(self._response.aiter_bytes(), max_event_bytes=self._max_event_bytes)
+            async for payload in events:
                 if payload == b"[DONE]":
                     saw_done = True
                     break

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from adapters.errors import RateLimited, UpstreamStatus
+from adapters.errors import RateLimited, UpstreamProtocolError, UpstreamStatus
 
 DONE_EVENT = b"data: [DONE]\n\n"
 
@@ -106,32 +106,42 @@ def status_error(status: int, content: bytes, headers: Mapping[str, str]) -> Ups
     return UpstreamStatus(status, error, retry_after=retry_after, should_retry=should_retry)
 
 
-async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def sse_events(
+    chunks: AsyncIterator[bytes], *, max_event_bytes: int = 16 * 1024 * 1024
+) -> AsyncIterator[bytes]:
     """Re-frame a byte stream into complete SSE ``data`` payloads (without ``data: ``).
 
     Events end at a blank line; comment lines and other fields are dropped; multi-line
-    ``data`` fields are joined with ``\\n`` as the SSE spec says.
+    ``data`` fields are joined with ``\\n`` as the SSE spec says. An event larger than
+    ``max_event_bytes`` is a protocol error, not something to buffer without end.
     """
-    buffer = b""
+    buffer = bytearray()
+    scanned = 0  # bytes already searched for a separator (at most 3 need a re-look)
     async for chunk in chunks:
         buffer += chunk
         while True:
-            end, sep_len = _event_end(buffer)
+            end, sep_len = _event_end(buffer, max(0, scanned - 3))
             if end < 0:
+                scanned = len(buffer)
+                if scanned > max_event_bytes:
+                    raise UpstreamProtocolError(
+                        f"An upstream stream event is larger than {max_event_bytes} bytes."
+                    )
                 break
-            raw, buffer = buffer[:end], buffer[end + sep_len :]
-            payload = _data_of(raw)
+            payload = _data_of(bytes(buffer[:end]))
+            del buffer[: end + sep_len]
+            scanned = 0
             if payload is not None:
                 yield payload
-    if buffer.strip():
-        payload = _data_of(buffer)
+    if bytes(buffer).strip():
+        payload = _data_of(bytes(buffer))
         if payload is not None:
             yield payload
 
 
-def _event_end(buffer: bytes) -> tuple[int, int]:
-    lf = buffer.find(b"\n\n")
-    crlf = buffer.find(b"\r\n\r\n")
+def _event_end(buffer: bytearray, start: int = 0) -> tuple[int, int]:
+    lf = buffer.find(b"\n\n", start)
+    crlf = buffer.find(b"\r\n\r\n", start)
     if crlf >= 0 and (lf < 0 or crlf < lf):
         return crlf, 4
     return lf, 2

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -37,6 +38,7 @@ from proxy.metrics import Metrics
 from proxy.pricing import Pricer
 from proxy.routelog import RouteLog
 from proxy.scheduler import Scheduler
+from proxy.server_protocol import HeaderLimit
 from proxy.settings import Settings, resolve_client_keys, resolve_provider_key
 from proxy.store.db import Database
 from proxy.tickets import admin_flush_route, ticket_routes
@@ -99,6 +101,7 @@ def create_app(
         routes=_routes(),
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_exception, Exception: _unexpected},
+        middleware=[Middleware(HeaderLimit, max_bytes=settings.server.max_header_bytes)],
     )
     return app
 

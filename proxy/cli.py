@@ -63,9 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _command_modules() -> list[Any]:
-    from proxy import demo, estimate, flush_cli, reports
+    from proxy import bench_cli, demo, estimate, flush_cli, reports
 
-    return [demo, estimate, flush_cli, reports]
+    return [bench_cli, demo, estimate, flush_cli, reports]
 
 
 # --- serve ---------------------------------------------------------------------------
@@ -84,6 +84,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from proxy.app import create_app
+    from proxy.server_protocol import protocol_with_timeout
 
     settings = load_settings(args.config)
     host = args.host or settings.server.host
@@ -103,7 +104,8 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=False,
         timeout_keep_alive=30,
-        h11_max_incomplete_event_size=64 * 1024,
+        http=protocol_with_timeout(float(settings.server.client_timeout)),
+        h11_max_incomplete_event_size=settings.server.max_header_bytes,
     )
     return 0
 

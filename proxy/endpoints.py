@@ -8,6 +8,7 @@ either hand the request to the deferral queue or call the provider now. Failures
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -25,7 +26,7 @@ from proxy.errors import BadRequest, InvalidHeader, NotFound, UpstreamFailure
 from proxy.http_io import LogContext, parse_json, read_body
 from proxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from proxy.planner import Decision, Lane, plan
-from proxy.realtime import call_with_retries
+from proxy.realtime import call_with_retries, within
 from proxy.streaming import relay_stream
 from proxy.tolerance import HEADER as TOLERANCE_HEADER
 from proxy.tolerance import read_tolerance
@@ -46,7 +47,8 @@ def services_of(request: Request) -> Services:
 async def chat_completions(request: Request, ctx: LogContext) -> Response:
     services = services_of(request)
     caller = request.state.caller
-    raw = await read_body(request, services.settings.server.max_body_bytes)
+    server = services.settings.server
+    raw = await read_body(request, server.max_body_bytes, float(server.client_timeout))
     payload = parse_json(raw)
     chat = validate_body(ChatRequest, payload, max_messages=services.settings.server.max_messages)
     ctx.model = chat.model
@@ -78,7 +80,8 @@ async def chat_completions(request: Request, ctx: LogContext) -> Response:
 async def embeddings(request: Request, ctx: LogContext) -> Response:
     services = services_of(request)
     caller = request.state.caller
-    raw = await read_body(request, services.settings.server.max_body_bytes)
+    server = services.settings.server
+    raw = await read_body(request, server.max_body_bytes, float(server.client_timeout))
     payload = parse_json(raw)
     parsed = validate_body(EmbeddingsRequest, payload)
     ctx.model = parsed.model
@@ -176,10 +179,21 @@ def _plan(
     return decision
 
 
-async def _complete(services: Services, ctx: LogContext, decision: Decision, call: Any) -> Response:
+async def _complete(
+    services: Services,
+    ctx: LogContext,
+    decision: Decision,
+    call: Callable[[], Awaitable[Reply]],
+) -> Response:
     started = time.perf_counter()
+    server = services.settings.server
+    # server.upstream_timeout bounds each whole attempt, not just each read: an upstream
+    # that drips a byte at a time is cut off too. Flex calls are slower by design.
+    budget = float(server.flex_timeout if decision.lane is Lane.FLEX else server.upstream_timeout)
     try:
-        reply, ctx.attempts = await call_with_retries(call, services.settings.retry)
+        reply, ctx.attempts = await call_with_retries(
+            lambda: within(budget, call), services.settings.retry
+        )
     except AdapterError as error:
         ctx.upstream_ms = (time.perf_counter() - started) * 1000.0
         ctx.attempts = error.attempts

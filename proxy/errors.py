@@ -6,6 +6,7 @@
     ├── Unauthorized        401     invalid_api_key
     ├── Forbidden           403     permission_denied (admin only)
     ├── NotFound            404     not_found / model_not_found
+    ├── RequestTimeout      408     the client was too slow sending its body
     ├── Conflict            409     conflict (e.g. cancelling a submitted ticket)
     ├── PayloadTooLarge     413     request_too_large
     └── UpstreamFailure     any     wraps adapters.errors.AdapterError unchanged
@@ -87,6 +88,12 @@ class Conflict(ProxyError):
     status = 409
     error_type = "invalid_request_error"
     code = "conflict"
+
+
+class RequestTimeout(ProxyError):
+    status = 408
+    error_type = "invalid_request_error"
+    code = "request_timeout"
 
 
 class PayloadTooLarge(ProxyError):

@@ -66,7 +66,14 @@ def build_gemini_adapter(
         models=models,
         clock=clock,
     )
-    return GeminiAdapter(client, api_key=api_key, cache=manager, clock=clock), manager
+    adapter = GeminiAdapter(
+        client,
+        api_key=api_key,
+        cache=manager,
+        clock=clock,
+        max_response_bytes=settings.server.max_upstream_response_bytes,
+    )
+    return adapter, manager
 
 
 class CacheMaintenance:

@@ -3,6 +3,7 @@ request ids and the per-request log context."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -11,16 +12,27 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from proxy.errors import BadRequest, PayloadTooLarge
+from proxy.errors import BadRequest, PayloadTooLarge, RequestTimeout
 
 
 def new_request_id() -> str:
     return "req_" + secrets.token_hex(12)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, seconds: float) -> bytes:
     """The body, refusing (413) as soon as it is known to exceed ``limit`` bytes: from
-    Content-Length before reading anything, else while streaming it in."""
+    Content-Length before reading anything, else while streaming it in; and (408) when
+    the client takes longer than ``seconds`` to send it."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await _read_body(request, limit)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"The request body did not arrive within {seconds:g} seconds."
+        ) from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(

@@ -7,7 +7,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from adapters.errors import AdapterError
+from adapters.errors import AdapterError, UpstreamTimeout
 from proxy.retry import retry_delay
 from proxy.settings import RetrySettings
 
@@ -36,3 +36,12 @@ async def call_with_retries(
                 raise
             retries += 1
             await sleep(delay)
+
+
+async def within(seconds: float, call: Callable[[], Awaitable[T]]) -> T:
+    """``call()``, or ``UpstreamTimeout`` once ``seconds`` have passed."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await call()
+    except TimeoutError:
+        raise UpstreamTimeout() from None

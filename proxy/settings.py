@@ -51,6 +51,11 @@ class ServerSettings(_Strict):
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
     max_messages: int = Field(2048, gt=0)
+    # Request headers above this size are refused (400) while still arriving.
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
+    # How long a client may take to send its request headers, and separately its body;
+    # then the connection is closed (headers) or answered 408 (body).
+    client_timeout: Duration = Field(30, ge=1)
     # Whole-request budget for a real-time upstream call (flex calls get flex_timeout).
     upstream_timeout: Duration = 600
     flex_timeout: Duration = 900

@@ -18,7 +18,8 @@ from adapters.errors import AdapterError
 from adapters.gemini_translate import build_request
 from adapters.gemini_translate_reply import parse_response
 from proxy.durations import MAX_SECONDS, DurationError, format_duration, parse_duration
-from proxy.planner import Lane, multiplier_at, plan
+from proxy.planner import Lane, plan
+from proxy.pricing_windows import window_multiplier as multiplier_at
 from proxy.settings import ConfigError, parse_settings
 
 pytestmark = pytest.mark.fuzz

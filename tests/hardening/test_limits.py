@@ -184,12 +184,6 @@ def test_an_oversized_upstream_reply_without_length_is_cut_off(
     assert made.sent < 8 * 1024 * 1024  # stopped reading well before the 16 MiB
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: adapters.openai_wire.sse_events buffers an SSE event without bound "
-    "(quadratically) and relays it whole; server.max_upstream_response_bytes is not "
-    "applied to stream events",
-)
 def test_an_endless_upstream_sse_event_is_cut_off(
     fresh: HardStack, rogue: tuple[Rogue, ServerThread]
 ) -> None:
@@ -208,11 +202,6 @@ def test_an_endless_upstream_sse_event_is_cut_off(
     assert len(response.content) < UPSTREAM_LIMIT  # and none of the oversized event
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: proxy/app.build_chat_adapters / gemini_wiring.build_gemini_adapter do not "
-    "pass server.max_upstream_response_bytes to GeminiAdapter (64 MiB is always used)",
-)
 def test_an_oversized_gemini_reply_is_a_502(fresh: HardStack) -> None:
     text = "y" * (2 * UPSTREAM_LIMIT)
     reply = {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]},
@@ -225,11 +214,6 @@ def test_an_oversized_gemini_reply_is_a_502(fresh: HardStack) -> None:
     assert response.status_code == 502
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: server.upstream_timeout is documented as a whole-call budget but is "
-    "httpx's per-read timeout; an upstream sending a byte every 0.3 s holds the call forever",
-)
 def test_a_dripping_upstream_is_cut_at_the_upstream_timeout(
     tmp_path: Path, rogue: tuple[Rogue, ServerThread]
 ) -> None:

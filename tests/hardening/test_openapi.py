@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
@@ -129,11 +128,6 @@ async def test_the_handler_serves_the_document_for_the_app_it_runs_in() -> None:
     assert second.content == first.content
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy/app.py _routes() lacks Route('/openapi.json', openapi.openapi_json, "
-    "methods=['GET']) (the lead adds it)",
-)
 def test_the_running_proxy_serves_openapi_json_without_a_key(fresh: HardStack) -> None:
     with fresh.http(None) as anonymous:
         response = anonymous.get("/openapi.json")

@@ -115,7 +115,6 @@ TIMEOUT_REASON = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=TIMEOUT_REASON)
 def test_a_client_stalling_mid_body_is_dropped(tmp_path: Path) -> None:
     config = _config(tmp_path, client_timeout="1s")
     with serving(config, ENV) as timed, _connect(timed) as sock:
@@ -129,7 +128,6 @@ def test_a_client_stalling_mid_body_is_dropped(tmp_path: Path) -> None:
     assert not answer or answer.startswith(b"HTTP/1.1 408"), answer[:100]
 
 
-@pytest.mark.xfail(strict=True, reason=TIMEOUT_REASON)
 def test_a_client_stalling_mid_headers_is_dropped(tmp_path: Path) -> None:
     config = _config(tmp_path, client_timeout="1s")
     with serving(config, ENV) as timed, _connect(timed) as sock:
@@ -138,11 +136,6 @@ def test_a_client_stalling_mid_headers_is_dropped(tmp_path: Path) -> None:
     assert closed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not configurable: serve fixes uvicorn's h11_max_incomplete_event_size at "
-    "64 KiB; proposed [server] max_header_bytes",
-)
 def test_the_header_limit_is_configurable(tmp_path: Path) -> None:
     with serving(_config(tmp_path, max_header_bytes=8192), ENV) as server:
         with _connect(server) as sock:

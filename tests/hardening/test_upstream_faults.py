@@ -89,11 +89,6 @@ def test_an_in_band_stream_error_reaches_the_caller(fresh: HardStack) -> None:
     assert '"error"' in events[-1] or '"error"' in events[-2], events[-2:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: adapters/gemini_translate_reply.finish_reason raises TypeError on a "
-    "non-string finishReason; proxy/app._endpoint turns it into a 500 instead of a 502",
-)
 def test_a_gemini_reply_of_the_wrong_shape_is_a_502(fresh: HardStack) -> None:
     fresh.gemini.app.state.faults.add(
         status=200, body={"candidates": [{"finishReason": ["STOP"]}]}, times=-1
