@@ -17,8 +17,12 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet -e '.[test]' 'schemathesis>=4.3,<5' 'openapi-spec-validator>=0.7'
+if ! { "$VENV/bin/python" -m pip install --quiet --upgrade pip &&
+       "$VENV/bin/python" -m pip install --quiet -e '.[test]' 'schemathesis>=4.3,<5' \
+         'openapi-spec-validator>=0.7'; } >"$VENV/install.log" 2>&1; then
+  cat "$VENV/install.log" >&2
+  exit 1
+fi
 
 MARKS="fuzz"
 if [ "${1:-}" = "--slow" ]; then

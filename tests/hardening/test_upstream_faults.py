@@ -31,7 +31,7 @@ def _envelope(response: httpx.Response) -> dict[str, object]:
 
 
 def test_a_slow_provider_does_not_hold_up_the_others(fresh: HardStack) -> None:
-    fresh.openai.app.state.faults.add(path="/chat/completions", latency=1.5, times=-1)
+    fresh.openai.app.state.faults.add(path="/chat/completions", latency=2.5, times=-1)
     with ThreadPoolExecutor(16) as pool:
         slow = [pool.submit(_chat, fresh, "gpt-4o-mini") for _ in range(8)]
         time.sleep(0.2)  # the slow calls are now in flight
@@ -41,7 +41,7 @@ def test_a_slow_provider_does_not_hold_up_the_others(fresh: HardStack) -> None:
         quick_time = time.monotonic() - started
         assert httpx.get(fresh.url + "/healthz").status_code == 200
         assert all(f.result().status_code == 200 for f in slow)
-    assert quick_time < 1.0, quick_time
+    assert quick_time < 1.5, quick_time  # the slow calls take 2.5 s each
 
 
 def test_a_retry_after_beyond_the_cap_is_passed_on_not_slept(fresh: HardStack) -> None:
