@@ -125,6 +125,13 @@ async def run(state: Run, parts: set[str]) -> int:
             enqueued = await deferred.enqueue(upstream, state.out, **state.timing, **state.server)
             state.rows += report.enqueue_rows(enqueued)
             state.raw["enqueue"] = asdict(enqueued)
+            if args.candidate:
+                enqueued = await deferred.enqueue(
+                    upstream, state.out, **state.timing, **state.server, tag="-candidate",
+                    tree=args.candidate,
+                )  # fmt: skip
+                state.rows += report.enqueue_rows(enqueued, tag="[candidate] ")
+                state.raw["enqueue-candidate"] = asdict(enqueued)
         if "profile" in parts:
             if profiling.have_py_spy():
                 state.profiles = await profile_run.profiles(

@@ -53,10 +53,11 @@ def main() -> None:
     parser.add_argument("--loop", default="asyncio")
     parser.add_argument("--http", default="h11")
     args = parser.parse_args()
-    # As `costroute serve` does: the proxy's own loggers at INFO.
+    # As `costroute serve` does: the proxy's loggers at INFO, httpx's per-call line off.
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     app = create_app(bench_settings(args.upstream, args.db), environ=ENV)
     uvicorn.run(
         app,

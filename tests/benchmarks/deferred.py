@@ -53,6 +53,7 @@ async def enqueue(
     http: str,
     progress: Callable[[str], None],
     tag: str = "",
+    tree: Path = REPO,
 ) -> EnqueueResult:
     db_path = log_dir / f"costroute-enqueue{tag}.db"
     headers = {**HEADERS, "x-latency-tolerance": "24h"}
@@ -66,6 +67,7 @@ async def enqueue(
         "tests.benchmarks.costroute_server",
         ["--upstream", upstream.url, "--db", str(db_path), "--loop", loop, "--http", http],
         log_dir=log_dir,
+        tree=tree,
     ) as proxy:
         for repeat in range(repeats):
             before = cpu_seconds(proxy.pid)

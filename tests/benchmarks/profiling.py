@@ -1,7 +1,11 @@
 """Sampling profiles of the proxy under load with py-spy (``pip install py-spy``), read
 back from py-spy's collapsed-stack ("raw") output and summarised two ways: the functions
 with the most self time, and the share of samples spent inside each named part of the
-request path (inclusive). The raw files load into speedscope or flamegraph.pl as is."""
+request path (inclusive). The raw files load into speedscope or flamegraph.pl as is.
+
+Sampling is ``--nonblocking`` so the proxy is not paused; some samples then hold a
+partial stack (an async frame missed), so the inclusive shares are lower bounds.
+"""
 
 from __future__ import annotations
 
@@ -104,7 +108,7 @@ def summarise(raw: Path, top: int = 15) -> Profile:
 
 def render(title: str, profile: Profile) -> str:
     lines = [
-        f"#### {title} ({profile.samples} samples)",
+        f"#### {title} ({profile.samples} samples; inclusive shares are lower bounds)",
         "",
         "| part of the request path | % of samples (inclusive) |",
         "|---|---:|",
