@@ -31,7 +31,7 @@ def _envelope(response: httpx.Response) -> dict[str, object]:
 
 
 def test_a_slow_provider_does_not_hold_up_the_others(fresh: HardStack) -> None:
-    fresh.openai.app.state.faults.add(path="/chat/completions", latency=2.5, times=-1)
+    fresh.openai.app.state.faults.add(path="/chat/completions", latency=2.0, times=-1)
     with ThreadPoolExecutor(16) as pool:
         slow = [pool.submit(_chat, fresh, "gpt-4o-mini") for _ in range(8)]
         time.sleep(0.2)  # the slow calls are now in flight
@@ -41,7 +41,7 @@ def test_a_slow_provider_does_not_hold_up_the_others(fresh: HardStack) -> None:
         quick_time = time.monotonic() - started
         assert httpx.get(fresh.url + "/healthz").status_code == 200
         assert all(f.result().status_code == 200 for f in slow)
-    assert quick_time < 1.5, quick_time  # the slow calls take 2.5 s each
+    assert quick_time < 1.2, quick_time  # the slow calls take 2 s each
 
 
 def test_a_retry_after_beyond_the_cap_is_passed_on_not_slept(fresh: HardStack) -> None:
@@ -58,11 +58,9 @@ def test_a_retry_after_beyond_the_cap_is_passed_on_not_slept(fresh: HardStack) -
 @pytest.mark.parametrize(
     ("fault", "status"),
     [
-        ({"status": 500}, 500),
         ({"status": 503}, 503),
         ({"drop": True}, 502),
         ({"malformed": True}, 502),
-        ({"status": 429, "retry_after": 0.01}, 429),
     ],
 )
 def test_storms_get_one_envelope_each_and_the_proxy_recovers(
@@ -70,14 +68,14 @@ def test_storms_get_one_envelope_each_and_the_proxy_recovers(
 ) -> None:
     fresh.openai.app.state.faults.add(times=-1, **fault)
     with ThreadPoolExecutor(16) as pool:
-        answers = list(pool.map(lambda _: _chat(fresh, "gpt-4o-mini"), range(32)))
+        answers = list(pool.map(lambda _: _chat(fresh, "gpt-4o-mini"), range(24)))
     assert {a.status_code for a in answers} == {status}
     for answer in answers:
         _envelope(answer)
     fresh.openai.app.state.faults.clear()
     assert _chat(fresh, "gpt-4o-mini").status_code == 200
     rows = fresh.sql("SELECT status FROM routes WHERE status = ?", (status,))
-    assert len(rows) >= 32  # every failure has its routing-log row
+    assert len(rows) >= 24  # every failure has its routing-log row
 
 
 def test_an_in_band_stream_error_reaches_the_caller(fresh: HardStack) -> None:
