@@ -10,6 +10,7 @@ import re
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from starlette.routing import Route
 
@@ -191,3 +192,30 @@ def test_ticket_routes_need_a_key(fresh: HardStack, path: str) -> None:
         response = anonymous.request(method, path)
     assert response.status_code == 401
     assert _error(response)["code"] == "invalid_api_key"
+
+
+def test_the_ops_login_form_gives_no_session_to_a_non_admin_key(fresh: HardStack) -> None:
+    html = {"accept": "text/html"}
+    with httpx.Client(base_url=fresh.url, headers=html, timeout=30) as browser:
+        for key in (CLIENT_A, "sk-not-a-key"):
+            form = browser.get("/admin/login")
+            nonce = _set_cookie(form, "costroute_login")
+            assert nonce is not None
+            answer = browser.post(
+                "/admin/login",
+                data={"key": key, "csrf": nonce},
+                headers={"cookie": f"costroute_login={nonce}"},
+            )
+            assert answer.status_code in (401, 403), answer.status_code
+            assert _set_cookie(answer, "costroute_ops") is None
+            assert key not in answer.text  # the typed key is not echoed into the page
+        page = browser.get("/admin", follow_redirects=False)
+        assert page.status_code in (302, 303, 307, 401)
+        assert "costroute ops" not in page.text or "log in" in page.text
+
+
+def _set_cookie(response: httpx.Response, name: str) -> str | None:
+    for header in response.headers.get_list("set-cookie"):
+        if header.startswith(f"{name}="):
+            return header.split(";", 1)[0].split("=", 1)[1]
+    return None

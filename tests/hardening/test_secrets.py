@@ -131,10 +131,45 @@ def _workload(s: HardStack) -> list[httpx.Response]:
             time.sleep(0.05)
         out.append(ops.get("/metrics"))
         out.append(a.get("/metrics"))
+        out += _ops_login(s)
         for route in s.proxy.app.routes:  # the ops pages, whatever they are by now
             methods = (route.methods or set()) if isinstance(route, Route) else set()
             if "GET" in methods and route.path.startswith("/admin") and "{" not in route.path:
                 out.append(ops.get(route.path))
+    return out
+
+
+def _cookie(response: httpx.Response, name: str) -> str | None:
+    for header in response.headers.get_list("set-cookie"):
+        if header.startswith(f"{name}="):
+            return header.split(";", 1)[0].split("=", 1)[1]
+    return None
+
+
+def _ops_login(s: HardStack) -> list[httpx.Response]:
+    """The ops page's browser login, typed keys included: a non-admin key, a wrong one,
+    then the admin key; then the page itself through the session cookie. (Cookies are
+    sent by hand: they are Secure, and this is plain HTTP on loopback.)"""
+    out: list[httpx.Response] = []
+    html = {"accept": "text/html"}
+    with httpx.Client(base_url=s.url, headers=html, timeout=30) as browser:
+        for key in (CLIENT_A, "sk-typo-" + ADMIN[-12:], ADMIN):
+            form = browser.get("/admin/login")
+            nonce = _cookie(form, "costroute_login")
+            out.append(form)
+            assert nonce is not None, form.headers
+            answer = browser.post(
+                "/admin/login",
+                data={"key": key, "csrf": nonce},
+                headers={"cookie": f"costroute_login={nonce}"},
+            )
+            out.append(answer)
+        session = _cookie(answer, "costroute_ops")
+        assert answer.status_code == 303, answer.text
+        assert session is not None
+        page = browser.get("/admin", headers={"cookie": f"costroute_ops={session}"})
+        assert page.status_code == 200, page.status_code
+        out.append(page)
     return out
 
 
