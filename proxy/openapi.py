@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from proxy.reports import GROUPINGS
 from proxy.wire import ChatRequest, EmbeddingsRequest
 
 __all__ = ["describe", "openapi_json"]
@@ -281,6 +282,50 @@ def _paths() -> Json:
     }  # fmt: skip
 
 
+def _admin_paths() -> Json:
+    """The admin JSON API (listings share since/after/before/limit plus filters)."""
+    text = {"type": "string", "maxLength": 200}
+    common = [_query(name, text) for name in ("since", "after", "before", "status")]
+    common.append(_query("limit", {"type": "integer", "minimum": 1, "maximum": 500}))
+    ids = {"type": ["string", "integer", "null"]}
+    listing = _json_body(
+        {
+            "type": "object",
+            "required": ["object", "data", "first_id", "last_id", "has_more"],
+            "properties": {
+                "object": {"const": "list"},
+                "data": {"type": "array", "items": {"type": "object"}},
+                "first_id": ids,
+                "last_id": ids,
+                "has_more": {"type": "boolean"},
+                "next": {"type": ["string", "null"]},
+            },
+        },
+        "A page, newest first.",
+    )
+
+    def listing_of(summary: str, filters: Sequence[str]) -> Json:
+        params = [*common, *(_query(name, text) for name in filters)]
+        return {"get": _operation(summary, {"200": listing}, parameters=params, tag="admin")}
+
+    by = {"enum": list(GROUPINGS)}
+    return {
+        "/admin/routes": listing_of(
+            "The routing log (admin keys only)",
+            ("lane", "model", "key", "provider", "endpoint", "ticket"),
+        ),
+        "/admin/tickets": listing_of(
+            "Every key's tickets (admin keys only)", ("lane", "model", "key", "provider", "batch")
+        ),
+        "/admin/batches": listing_of("Local batches (admin keys only)", ("provider", "model")),
+        "/admin/report": {"get": _operation(
+            "Requests, cost and savings grouped, with alerts and the queue (admin keys only)",
+            {"200": _json_body({"type": "object", "required": ["object"]}, "The report.")},
+            parameters=[_query("since", text), _query("by", by)], tag="admin",
+        )},
+    }  # fmt: skip
+
+
 def _openapi_path(path: str) -> tuple[str, list[str]]:
     names = [match.group(1) for match in _CONVERTER.finditer(path)]
     return _CONVERTER.sub(lambda m: "{" + m.group(1) + "}", path), names
@@ -303,7 +348,7 @@ def describe(routes: Iterable[BaseRoute] = ()) -> Json:
     _, defs = models_json_schema(
         [(ChatRequest, "validation"), (EmbeddingsRequest, "validation")], ref_template=_REF
     )
-    paths = _paths()
+    paths = {**_paths(), **_admin_paths()}
     for route in routes:
         if not isinstance(route, Route) or route.methods is None:
             continue
