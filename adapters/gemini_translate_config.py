@@ -122,7 +122,7 @@ def generation_config(body: Mapping[str, Any]) -> dict[str, Any]:
     config.update(_response_format(body.get("response_format")))
     effort = body.get("reasoning_effort")
     if effort is not None:
-        if effort not in _THINKING_BUDGET:
+        if not isinstance(effort, str) or effort not in _THINKING_BUDGET:
             accepted = ", ".join(_THINKING_BUDGET)
             raise Unsupported(
                 f"reasoning_effort {effort!r} has no Gemini thinking budget ({accepted}).",

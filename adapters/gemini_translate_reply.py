@@ -41,9 +41,12 @@ _CONTENT_FILTER = frozenset(
 )
 
 
-def finish_reason(reason: str | None, *, has_tool_calls: bool) -> str:
+def finish_reason(reason: object, *, has_tool_calls: bool) -> str:
     if has_tool_calls:
         return "tool_calls"
+    if reason is not None and not isinstance(reason, str):
+        # A malformed reply; the adapter turns this into a 502 for the caller.
+        raise ValueError(f"finishReason is not a string: {reason!r}")
     if reason == "MAX_TOKENS":
         return "length"
     if reason in _CONTENT_FILTER:

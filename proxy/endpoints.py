@@ -22,7 +22,14 @@ from proxy import accounting
 from proxy.auth import require_admin
 from proxy.context import Caller, Services
 from proxy.deferral import deferral_of
-from proxy.errors import BadRequest, InvalidHeader, NotFound, UpstreamFailure
+from proxy.errors import (
+    BadRequest,
+    InvalidHeader,
+    NotFound,
+    ProxyError,
+    UpstreamFailure,
+    render,
+)
 from proxy.http_io import LogContext, parse_json, read_body
 from proxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from proxy.planner import Decision, Lane, plan
@@ -262,7 +269,10 @@ async def metrics(request: Request) -> Response:
     """Prometheus text format; behind an admin key when ``[metrics] require_key``."""
     services = services_of(request)
     if services.settings.metrics.require_key:
-        caller = services.extras["auth"].authenticate(request.headers.get("authorization"))
-        require_admin(caller)
+        try:
+            caller = services.extras["auth"].authenticate(request.headers.get("authorization"))
+            require_admin(caller)
+        except ProxyError as exc:
+            return render(exc)
     body = await services.extras["metrics"].render(services.db, int(services.clock.now() * 1000))
     return Response(body, media_type=METRICS_CONTENT_TYPE)

@@ -135,11 +135,6 @@ def test_every_admin_route_refuses_non_admin_keys(fresh: HardStack) -> None:
             assert ops.request(method, path).status_code not in (401, 403), (method, path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: /metrics is not wrapped by app._endpoint, so the Unauthorized/Forbidden "
-    "it raises under [metrics] require_key reaches app._unexpected and becomes a 500",
-)
 def test_metrics_behind_require_key_refuses_non_admin_keys(tmp_path: Path) -> None:
     with hard_stack(tmp_path, metrics={"require_key": True}) as s:
         user, anonymous, ops = s.http(CLIENT_A), s.http(None), s.http(ADMIN)

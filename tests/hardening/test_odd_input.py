@@ -60,21 +60,11 @@ def test_optional_fields_of_any_value_never_make_a_500(
         _check(client.post("/v1/chat/completions", json=body))
 
 
-_EFFORT_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="bug: adapters/gemini_translate_config.generation_config tests `effort not in "
-    "_THINKING_BUDGET` on any JSON value; a list or object raises TypeError -> 500",
-)
-
-
-def _effort_case(model: str, value: Any) -> Any:
-    unhashable = model.startswith("gemini") and isinstance(value, (list, dict))
-    return pytest.param(
-        model, value, id=f"{model}-{value!r}", marks=_EFFORT_BUG if unhashable else ()
-    )
-
-
-EFFORTS = [_effort_case(m, v) for m in MODELS for v in ([], {}, ["low"], 3, "extreme", "low")]
+EFFORTS = [
+    pytest.param(m, v, id=f"{m}-{v!r}")
+    for m in MODELS
+    for v in ([], {}, ["low"], 3, "extreme", "low")
+]
 
 
 @pytest.mark.parametrize(("model", "value"), EFFORTS)
