@@ -81,4 +81,6 @@ def _argv(args: argparse.Namespace) -> str:
         bits.append("--quick")
     elif args.repeats != 3:
         bits.append(f"--repeats {args.repeats}")
+    if args.candidate:
+        bits.append(f"--candidate {args.candidate}")
     return " ".join([*bits, f"--write-results {args.write_results}"])
