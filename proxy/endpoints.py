@@ -216,9 +216,11 @@ async def _complete(
     )
 
 
-def _log_reply(
+async def _log_reply(
     services: Services, ctx: LogContext, decision: Decision, reply: Reply, lane: str
 ) -> None:
+    # Async on purpose: Starlette runs a sync background task in its thread pool, a
+    # thread hop per request for work that only appends to a buffer.
     accounting.record_success(
         services, ctx, decision, lane=lane, payload=reply.parsed, notes=reply.notes
     )
