@@ -198,6 +198,8 @@ def _finish(state: Run, machine: dict[str, Any], seconds: float) -> None:
     state.raw["seconds"] = seconds
     state.raw["rows"] = [asdict(r) for r in state.rows]
     (state.out / "results.json").write_text(json.dumps(state.raw, indent=1, default=str))
+    if state.profiles:
+        (state.out / "profiles.md").write_text("\n".join(state.profiles))
     print()
     for table in state.tables:
         print(table)
@@ -205,7 +207,7 @@ def _finish(state: Run, machine: dict[str, Any], seconds: float) -> None:
     print(report.targets_table(state.rows))
     passed = sum(r.verdict == "PASS" for r in state.rows)
     missed = sum(r.verdict == "MISS" for r in state.rows)
-    print(f"{passed} PASS, {missed} MISS in {seconds:.0f} s; logs and raw data in {state.out}")
+    print(f"{passed} PASS, {missed} MISS in {seconds:.0f} s; logs, profiles, raw data: {state.out}")
     if state.args.write_results:
         write_results(
             state.args.write_results, machine, state.args, state.rows, state.tables, state.profiles

@@ -13,6 +13,7 @@ import collections
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,15 +53,21 @@ class Profile:
     components: list[tuple[str, float]]
 
 
+def py_spy() -> str | None:
+    """py-spy on PATH, or next to this interpreter (a venv that is not activated)."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return shutil.which("py-spy") or (str(beside) if beside.is_file() else None)
+
+
 def have_py_spy() -> bool:
-    return shutil.which("py-spy") is not None
+    return py_spy() is not None
 
 
 def record(pid: int, seconds: float, out: Path, rate: int = 200) -> subprocess.Popen[bytes]:
     """Start sampling ``pid`` for ``seconds``; wait on the returned process."""
     return subprocess.Popen(
         [
-            "py-spy",
+            py_spy() or "py-spy",
             "record",
             "--pid",
             str(pid),
