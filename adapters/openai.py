@@ -22,7 +22,7 @@ from adapters.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from adapters.openai_wire import DONE_EVENT, frame, sse_events, status_error
+from adapters.openai_wire import DONE_EVENT, frame, sse_event_groups, status_error
 
 # Upstream response headers worth handing to callers (rate-limit state, request ids).
 _FORWARDED = ("x-request-id", "openai-processing-ms")
@@ -41,6 +41,9 @@ class OpenAIAdapter:
         flex_timeout: float | None = None,
     ) -> None:
         self._client = client
+        self._base = str(client.base_url).rstrip("/")
+        self._transport = client._transport
+        self._timeout = client.timeout.as_dict()
         # Flex requests are slower; OpenAI suggests a 15-minute client timeout for them.
         self._flex_timeout = flex_timeout
         self._auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
@@ -62,9 +65,10 @@ class OpenAIAdapter:
         options = dict(upstream_body.get("stream_options") or {})
         options["include_usage"] = True
         upstream_body["stream_options"] = options
-        request = self._client.build_request(
+        request = httpx.Request(
             "POST",
-            "/chat/completions",
+            self._base + "/chat/completions",
+            extensions={"timeout": self._timeout},
             content=orjson.dumps(upstream_body),
             headers={
                 **self._auth,
@@ -73,7 +77,7 @@ class OpenAIAdapter:
             },
         )
         with _mapped_errors():
-            response = await self._client.send(request, stream=True)
+            response = await self._transport.handle_async_request(request)
         if response.status_code >= 300:
             try:
                 content = await _read_capped(response, self._max_response_bytes)
@@ -87,15 +91,15 @@ class OpenAIAdapter:
         if self._flex_timeout is not None and body.get("service_tier") == "flex":
             timeout = httpx.Timeout(self._flex_timeout, connect=self._client.timeout.connect)
             extensions["timeout"] = timeout.as_dict()
-        request = self._client.build_request(
+        request = httpx.Request(
             "POST",
-            path,
+            self._base + path,
             content=orjson.dumps(body),
             headers={**self._auth, "content-type": "application/json"},
-            extensions=extensions,
+            extensions=extensions or {"timeout": self._timeout},
         )
         with _mapped_errors():
-            response = await self._client.send(request, stream=True)
+            response = await self._transport.handle_async_request(request)
             try:
                 content = await _read_capped(response, self._max_response_bytes)
             finally:
@@ -121,18 +125,33 @@ class OpenAIStream:
         self.notes: Mapping[str, Any] = {}
 
     async def events(self) -> AsyncIterator[bytes]:
+        async for group in self.event_groups():
+            for event in group:
+                yield event
+
+    async def event_groups(self) -> AsyncIterator[list[bytes]]:
+        """The events of each upstream read together: the relay sends them in one write."""
         saw_done = False
         with _mapped_errors():
-            events = sse_events(self._response.aiter_bytes(), max_event_bytes=self._max_event_bytes)
-            async for payload in events:
-                if payload == b"[DONE]":
-                    saw_done = True
+            groups = sse_event_groups(
+                self._response.aiter_bytes(), max_event_bytes=self._max_event_bytes
+            )
+            async for payloads in groups:
+                group: list[bytes] = []
+                for payload in payloads:
+                    if payload == b"[DONE]":
+                        saw_done = True
+                        break
+                    group.append(frame(payload))
+                if saw_done:
+                    group.append(DONE_EVENT)
+                if group:
+                    yield group
+                if saw_done:
                     break
-                yield frame(payload)
         if not saw_done:
             # The connection ended without the terminator: the answer is incomplete.
             raise UpstreamUnreachable("The upstream stream ended before it was complete.")
-        yield DONE_EVENT
 
     async def aclose(self) -> None:
         await self._response.aclose()

@@ -109,7 +109,18 @@ def status_error(status: int, content: bytes, headers: Mapping[str, str]) -> Ups
 async def sse_events(
     chunks: AsyncIterator[bytes], *, max_event_bytes: int = 16 * 1024 * 1024
 ) -> AsyncIterator[bytes]:
-    """Re-frame a byte stream into complete SSE ``data`` payloads (without ``data: ``).
+    """Complete SSE ``data`` payloads one by one (see ``sse_event_groups``)."""
+    async for group in sse_event_groups(chunks, max_event_bytes=max_event_bytes):
+        for payload in group:
+            yield payload
+
+
+async def sse_event_groups(
+    chunks: AsyncIterator[bytes], *, max_event_bytes: int = 16 * 1024 * 1024
+) -> AsyncIterator[list[bytes]]:
+    """Re-frame a byte stream into complete SSE ``data`` payloads (without ``data: ``),
+    grouped by the upstream read that completed them, so a relay can send them in one
+    write.
 
     Events end at a blank line; comment lines and other fields are dropped; multi-line
     ``data`` fields are joined with ``\\n`` as the SSE spec says. An event larger than
@@ -119,6 +130,7 @@ async def sse_events(
     scanned = 0  # bytes already searched for a separator (at most 3 need a re-look)
     async for chunk in chunks:
         buffer += chunk
+        group: list[bytes] = []
         while True:
             end, sep_len = _event_end(buffer, max(0, scanned - 3))
             if end < 0:
@@ -132,11 +144,13 @@ async def sse_events(
             del buffer[: end + sep_len]
             scanned = 0
             if payload is not None:
-                yield payload
+                group.append(payload)
+        if group:
+            yield group
     if bytes(buffer).strip():
         payload = _data_of(bytes(buffer))
         if payload is not None:
-            yield payload
+            yield [payload]
 
 
 def _event_end(buffer: bytearray, start: int = 0) -> tuple[int, int]:

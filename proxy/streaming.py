@@ -61,25 +61,32 @@ async def _events(
 ) -> AsyncIterator[bytes]:
     usage_payload: dict[str, Any] | None = None
     status, code = 200, None
+
+    def relayed(event: bytes) -> bytes | None:
+        nonlocal usage_payload
+        if event is DONE_EVENT or event == DONE_EVENT:
+            return event
+        if b'"usage"' in event and not any(marker in event for marker in _USAGE_NULL):
+            chunk = orjson.loads(event[6:])
+            if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
+                usage_payload = chunk
+                if not include_usage:
+                    if not chunk.get("choices"):
+                        return None
+                    chunk["usage"] = None
+                    return frame(orjson.dumps(chunk))
+        elif not include_usage and b'"usage":null' in event:
+            # Upstream added usage:null because we forced include_usage; a caller who
+            # did not ask sees the field exactly as OpenAI would send it (absent).
+            return event.replace(b',"usage":null', b"")
+        return event
+
     try:
-        async for event in stream.events():
-            if event is DONE_EVENT or event == DONE_EVENT:
-                yield event
-                continue
-            if b'"usage"' in event and not any(marker in event for marker in _USAGE_NULL):
-                chunk = orjson.loads(event[6:])
-                if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
-                    usage_payload = chunk
-                    if not include_usage:
-                        if not chunk.get("choices"):
-                            continue
-                        chunk["usage"] = None
-                        event = frame(orjson.dumps(chunk))
-            elif not include_usage and b'"usage":null' in event:
-                # Upstream added usage:null because we forced include_usage; a caller who
-                # did not ask sees the field exactly as OpenAI would send it (absent).
-                event = event.replace(b',"usage":null', b"")
-            yield event
+        # One write per upstream read (several events), not one per event.
+        async for group in _groups(stream):
+            out = [e for e in map(relayed, group) if e is not None]
+            if out:
+                yield b"".join(out)
     except AdapterError as error:
         status, code = error.status, error.code
         yield frame(envelope(error.error_object()))
@@ -101,3 +108,13 @@ async def _events(
         else:
             ctx.lane = lane
             accounting.record_failure(services, ctx, status=status, code=code)
+
+
+async def _groups(stream: StreamReply) -> AsyncIterator[list[bytes]]:
+    grouped = getattr(stream, "event_groups", None)
+    if grouped is not None:
+        async for group in grouped():
+            yield group
+        return
+    async for event in stream.events():
+        yield [event]

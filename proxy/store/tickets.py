@@ -101,7 +101,39 @@ async def insert_tickets(
     ids: list[str] = []
     bodies: list[tuple[str, bytes]] = []
     events: list[tuple[str, int, str | None, str, str]] = []
-    for item in items:
+    fast = all(item.idempotency_key is None for item in items)
+    if fast:
+        # No idempotency keys: nothing can conflict, so one executemany for the group.
+        await conn.executemany(
+            _INSERT,
+            [
+                (
+                    item.id,
+                    item.key_name,
+                    item.request_id,
+                    item.idempotency_key,
+                    item.endpoint,
+                    item.model,
+                    item.provider,
+                    item.upstream_model,
+                    item.lane,
+                    item.reason,
+                    len(item.body),
+                    item.est_tokens,
+                    item.units,
+                    item.created_ms,
+                    item.deadline_ms,
+                    item.not_before_ms,
+                    item.created_ms,
+                    item.callback_url,
+                )
+                for item in items
+            ],
+        )
+        ids = [item.id for item in items]
+        bodies = [(item.id, item.body) for item in items]
+        events = [(item.id, item.created_ms, None, "queued", item.reason) for item in items]
+    for item in [] if fast else items:
         cursor = await conn.execute(
             _INSERT,
             (
