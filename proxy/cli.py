@@ -84,7 +84,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from proxy.app import create_app
-    from proxy.server_protocol import protocol_with_timeout
+    from proxy.server_protocol import server_protocol
 
     settings = load_settings(args.config)
     host = args.host or settings.server.host
@@ -104,7 +104,10 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=False,
         timeout_keep_alive=30,
-        http=protocol_with_timeout(float(settings.server.client_timeout)),
+        http=server_protocol(
+            float(settings.server.client_timeout), settings.server.max_header_bytes
+        ),
+        loop="auto",  # uvloop when installed
         h11_max_incomplete_event_size=settings.server.max_header_bytes,
     )
     return 0
