@@ -43,6 +43,7 @@ class Database:
         self._writer = writer
         self._reader = reader
         self._write_lock = asyncio.Lock()
+        self._read_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: str | Path) -> Database:
@@ -73,12 +74,16 @@ class Database:
                 await self._writer.commit()
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
-        async with self._reader.execute(sql, params) as cursor:
+        # One query at a time on the reader, each run to completion: a half-read cursor
+        # keeps its snapshot open, and another coroutine's query on the same connection
+        # would then miss a row committed meanwhile (seen under load as a 202 that could
+        # not re-read its own ticket).
+        async with self._read_lock, self._reader.execute(sql, params) as cursor:
             return list(await cursor.fetchall())
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
-        async with self._reader.execute(sql, params) as cursor:
-            return await cursor.fetchone()
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
 
 
 async def _connect(path: str) -> aiosqlite.Connection:
