@@ -9,7 +9,7 @@ Filters are equality (or ``IN``) on the columns named here; nothing else reaches
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from proxy.alerts import WINDOW_MS, Delivery, EndedBatch, Facts, LiveBatch, Queue
@@ -141,17 +141,8 @@ async def list_tickets(
     limit: int = 50,
 ) -> tuple[list[dict[str, Any]], bool]:
     """Tickets of every key, without request bodies or results."""
-    where, params = _where(filters or {}, TICKET_FILTERS, since_ms, "created_ms")
-    cursor = await _created_cursor(db, "tickets", after if after is not None else before)
-    return await _page(
-        db,
-        f"SELECT {', '.join(TICKET_COLUMNS)} FROM tickets",
-        where,
-        params,
-        keys=("created_ms", "id"),
-        cursor=cursor,
-        newer=before is not None,
-        limit=limit,
+    return await _list_by_created(
+        db, "tickets", TICKET_COLUMNS, TICKET_FILTERS, filters, since_ms, after, before, limit
     )
 
 
@@ -164,11 +155,28 @@ async def list_batches(
     before: str | None = None,
     limit: int = 50,
 ) -> tuple[list[dict[str, Any]], bool]:
-    where, params = _where(filters or {}, BATCH_FILTERS, since_ms, "created_ms")
-    cursor = await _created_cursor(db, "batches", after if after is not None else before)
+    return await _list_by_created(
+        db, "batches", BATCH_COLUMNS, BATCH_FILTERS, filters, since_ms, after, before, limit
+    )
+
+
+async def _list_by_created(
+    db: Database,
+    table: str,
+    columns: Sequence[str],
+    allowed: Mapping[str, str],
+    filters: Filters | None,
+    since_ms: int,
+    after: str | None,
+    before: str | None,
+    limit: int,
+) -> tuple[list[dict[str, Any]], bool]:
+    """A page of ``table`` newest first, keyed by (created_ms, id)."""
+    where, params = _where(filters or {}, allowed, since_ms, "created_ms")
+    cursor = await _created_cursor(db, table, after if after is not None else before)
     return await _page(
         db,
-        f"SELECT {', '.join(BATCH_COLUMNS)} FROM batches",
+        f"SELECT {', '.join(columns)} FROM {table}",
         where,
         params,
         keys=("created_ms", "id"),
