@@ -35,5 +35,3 @@ class ManualClock:
 
     def set(self, when: float) -> None:
         self._now = when
-
-

@@ -29,10 +29,11 @@ from adapters.clock import Clock, SystemClock
 from adapters.errors import Unsupported, UpstreamProtocolError, UpstreamStatus
 from adapters.gemini_cache import CacheMode, credential_hash, estimate_tokens, parse_mode
 from adapters.gemini_cache_manager import CacheManager, CachePlan
-from adapters.gemini_http import MAX_RESPONSE_BYTES, GeminiHttp, mapped_errors
+from adapters.gemini_http import MAX_RESPONSE_BYTES, GeminiHttp
 from adapters.gemini_translate import GeminiCall, build_request
 from adapters.gemini_translate_errors import is_cache_gone, status_error
 from adapters.gemini_translate_reply import StreamTranslator, parse_response
+from adapters.http import httpx_errors_mapped
 from adapters.openai_wire import DONE_EVENT, frame, sse_events
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ class GeminiStream:
 
     async def events(self) -> AsyncIterator[bytes]:
         translator = self._translator
-        with mapped_errors():
+        with httpx_errors_mapped():
             events = sse_events(self._response.aiter_bytes(), max_event_bytes=self._max_event_bytes)
             async for payload in events:
                 try:

@@ -6,19 +6,16 @@ non-2xx -> UpstreamStatus/RateLimited with an OpenAI-shaped error object)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import orjson
 
 from adapters.errors import (
-    AdapterError,
     UpstreamProtocolError,
-    UpstreamTimeout,
-    UpstreamUnreachable,
 )
 from adapters.gemini_translate_errors import status_error
+from adapters.http import httpx_errors_mapped
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
@@ -76,7 +73,7 @@ class GeminiHttp:
             params=params,
             headers=self._headers,
         )
-        with mapped_errors():
+        with httpx_errors_mapped():
             response = await self.client.send(request, stream=True)
             if response.status_code < 300:
                 return response
@@ -92,7 +89,7 @@ class GeminiHttp:
             raise UpstreamProtocolError(f"The upstream response is larger than {self._max} bytes.")
         parts: list[bytes] = []
         size = 0
-        with mapped_errors():
+        with httpx_errors_mapped():
             async for chunk in response.aiter_bytes():
                 size += len(chunk)
                 if size > self._max:
@@ -101,24 +98,3 @@ class GeminiHttp:
                     )
                 parts.append(chunk)
         return b"".join(parts)
-
-
-class mapped_errors:
-    """Translate httpx transport failures into adapter errors."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> Literal[False]:
-        if exc is None or isinstance(exc, AdapterError):
-            return False
-        if isinstance(exc, httpx.TimeoutException):
-            raise UpstreamTimeout() from exc
-        if isinstance(exc, httpx.TransportError | httpx.StreamError):
-            raise UpstreamUnreachable() from exc
-        return False

@@ -1,15 +1,306 @@
-"""The upstream HTTP client: httpx's API over aiohttp's connection pool.
+"""The upstream HTTP clients.
 
-Plain ``httpx.AsyncClient`` falls to ~118 req/s with a 2.4 s p99 at 64 concurrent calls
-against a 50 ms upstream, where an aiohttp pool holds ~1,200 req/s (README, Performance).
-``httpx-aiohttp`` keeps httpx's interface — so ``MockTransport``/``ASGITransport`` remain
-our test seams — over aiohttp's transport.
+The real-time lane (OpenAI, DeepSeek) posts through ``Upstream``: a two-method seam with
+a raw aiohttp implementation for production and an httpx one for tests, which inject
+``httpx.MockTransport``/``ASGITransport``. httpx's client layer costs about 0.4 ms of
+CPU per call over raw aiohttp (request and header objects, the transport adapter), which
+is the whole latency budget costroute has (README, Performance), so the hot path does not
+go through it.
+
+The slower, rarer calls (Files and Batch API, Gemini, webhooks) keep httpx's richer API
+(``make_client``) over ``httpx-aiohttp``'s pool: plain ``httpx.AsyncClient`` falls to
+~118 req/s with a 2.4 s p99 at 64 concurrent calls against a 50 ms upstream.
+
+Both raise only ``adapters.errors`` for transport failures: timeouts as
+``UpstreamTimeout``, everything else (refused, reset, cut mid-body) as
+``UpstreamUnreachable``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Protocol, TypedDict
+
+import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
+
+from adapters.errors import (
+    AdapterError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+
+
+class UpstreamResponse(Protocol):
+    """An open response: the status and headers are in, the body is not yet read."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Case-insensitive."""
+        ...
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, one item per read from the socket."""
+        ...
+
+    async def close(self) -> None:
+        """Give the connection back (or drop it if the body was not read to the end)."""
+        ...
+
+
+class Upstream(Protocol):
+    base_url: str
+
+    async def post(
+        self,
+        path: str,
+        content: bytes,
+        headers: Mapping[str, str],
+        *,
+        read_timeout: float | None = None,
+    ) -> UpstreamResponse:
+        """POST ``content`` to ``base_url + path``. ``read_timeout`` overrides the
+        client's wait for each read (flex requests are slow)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+async def read_capped(response: UpstreamResponse, limit: int) -> bytes:
+    """The whole body, refusing one larger than ``limit`` before or while reading it."""
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise UpstreamProtocolError(f"The upstream response is larger than {limit} bytes.")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.chunks():
+        size += len(chunk)
+        if size > limit:
+            raise UpstreamProtocolError(f"The upstream response is larger than {limit} bytes.")
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+# -- production: raw aiohttp -------------------------------------------------------------
+
+
+class AiohttpUpstream:
+    """A keep-alive pool to one provider. The session is made on first use, inside the
+    running event loop (aiohttp binds it to the loop that creates it)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        max_connections: int = 512,
+        timeout: float = 600.0,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._max_connections = max_connections
+        # Per read and per connect, as httpx's timeouts are; the proxy bounds the whole
+        # attempt itself (``within`` in proxy.realtime).
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=timeout
+        )
+        self._connect_timeout = connect_timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections, limit_per_host=0, keepalive_timeout=30.0
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            trust_env=False,
+            # The caller's body is forwarded as is; no auto "Accept-Encoding: deflate"
+            # etc. beyond aiohttp's defaults, and no cookies carried between callers.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=True,
+        )
+        return self._session
+
+    async def post(
+        self,
+        path: str,
+        content: bytes,
+        headers: Mapping[str, str],
+        *,
+        read_timeout: float | None = None,
+    ) -> AiohttpResponse:
+        session = self._session or self._open_session()
+        timeout = None
+        if read_timeout is not None:
+            timeout = aiohttp.ClientTimeout(
+                total=None, sock_connect=self._connect_timeout, sock_read=read_timeout
+            )
+        with aiohttp_errors_mapped():
+            response = await session.post(
+                self.base_url + path,
+                data=content,
+                headers=headers,
+                allow_redirects=False,
+                timeout=timeout or self._timeout,
+            )
+        return AiohttpResponse(response)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class AiohttpResponse:
+    __slots__ = ("_response",)
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    @property
+    def status(self) -> int:
+        return self._response.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._response.headers
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        with aiohttp_errors_mapped():
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+
+    async def close(self) -> None:
+        # A body read to its end returns the connection to the pool; one abandoned
+        # half-way (a caller gone mid-stream) must not be reused.
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
+
+
+@contextlib.contextmanager
+def aiohttp_errors_mapped() -> Iterator[None]:
+    try:
+        yield
+    except AdapterError:
+        raise
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise UpstreamTimeout() from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamUnreachable() from exc
+    except OSError as exc:
+        raise UpstreamUnreachable() from exc
+
+
+# -- tests, and the httpx-based adapters ------------------------------------------------
+
+
+class HttpxUpstream:
+    """``Upstream`` over an ``httpx.AsyncClient``: the seam for in-process tests."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.base_url = str(client.base_url).rstrip("/")
+
+    async def post(
+        self,
+        path: str,
+        content: bytes,
+        headers: Mapping[str, str],
+        *,
+        read_timeout: float | None = None,
+    ) -> HttpxResponse:
+        extensions = {}
+        if read_timeout is not None:
+            connect = self.client.timeout.connect
+            extensions["timeout"] = httpx.Timeout(read_timeout, connect=connect).as_dict()
+        request = self.client.build_request(
+            "POST", self.base_url + path, content=content, headers=headers, extensions=extensions
+        )
+        with httpx_errors_mapped():
+            response = await self.client.send(request, stream=True)
+        return HttpxResponse(response)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class HttpxResponse:
+    __slots__ = ("_response",)
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+
+    @property
+    def status(self) -> int:
+        return self._response.status_code
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._response.headers
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        with httpx_errors_mapped():
+            async for chunk in self._response.aiter_bytes():
+                yield chunk
+
+    async def close(self) -> None:
+        await self._response.aclose()
+
+
+@contextlib.contextmanager
+def httpx_errors_mapped() -> Iterator[None]:
+    try:
+        yield
+    except AdapterError:
+        raise
+    except httpx.TimeoutException as exc:
+        if isinstance(exc.__cause__, aiohttp.ClientConnectorError) and not isinstance(
+            exc.__cause__, asyncio.TimeoutError
+        ):
+            # httpx-aiohttp maps a refused connection to ConnectTimeout; it is not one.
+            raise UpstreamUnreachable() from exc
+        raise UpstreamTimeout() from exc
+    except (httpx.TransportError, httpx.StreamError) as exc:
+        raise UpstreamUnreachable() from exc
+
+
+class PoolOptions(TypedDict, total=False):
+    """What ``make_upstream`` and ``make_client`` share, for callers building both."""
+
+    max_connections: int
+    timeout: float
+    connect_timeout: float
+    transport: httpx.AsyncBaseTransport | None
+
+
+def make_upstream(
+    base_url: str,
+    *,
+    max_connections: int = 512,
+    timeout: float = 600.0,
+    connect_timeout: float = 10.0,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Upstream:
+    """The real-time pool for one provider; ``transport`` (tests) swaps in httpx."""
+    if transport is None:
+        return AiohttpUpstream(
+            base_url,
+            max_connections=max_connections,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+        )
+    return HttpxUpstream(
+        make_client(base_url, timeout=timeout, connect_timeout=connect_timeout, transport=transport)
+    )
 
 
 def make_client(
@@ -21,7 +312,7 @@ def make_client(
     headers: dict[str, str] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
-    """A pooled client for one provider. ``transport`` overrides the aiohttp pool (tests)."""
+    """A pooled httpx client for one provider. ``transport`` overrides the aiohttp pool."""
     limits = httpx.Limits(
         max_connections=max_connections,
         max_keepalive_connections=max_connections,

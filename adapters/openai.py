@@ -9,24 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import aiohttp
-import httpx
 import orjson
 
 from adapters.base import Reply
-from adapters.errors import (
-    UpstreamProtocolError,
-    UpstreamTimeout,
-    UpstreamUnreachable,
-)
+from adapters.errors import AdapterError, UpstreamProtocolError, UpstreamUnreachable
+from adapters.http import Upstream, UpstreamResponse, read_capped
 from adapters.openai_wire import DONE_EVENT, frame, sse_event_groups, status_error
 
 # Upstream response headers worth handing to callers (rate-limit state, request ids).
 _FORWARDED = ("x-request-id", "openai-processing-ms")
 _FORWARDED_PREFIX = "x-ratelimit-"
+# How long to wait for the end of a stream's body after its [DONE] event.
+_DRAIN_SECONDS = 0.1
 
 
 class OpenAIAdapter:
@@ -34,23 +31,22 @@ class OpenAIAdapter:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        upstream: Upstream,
         *,
         api_key: str | None,
         max_response_bytes: int = 64 * 1024 * 1024,
         flex_timeout: float | None = None,
     ) -> None:
-        self._client = client
-        self._base = str(client.base_url).rstrip("/")
-        self._transport = client._transport
-        self._timeout = client.timeout.as_dict()
+        self._upstream = upstream
         # Flex requests are slower; OpenAI suggests a 15-minute client timeout for them.
         self._flex_timeout = flex_timeout
-        self._auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._json_headers = {**auth, "content-type": "application/json"}
+        self._sse_headers = {**self._json_headers, "accept": "text/event-stream"}
         self._max_response_bytes = max_response_bytes
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._upstream.aclose()
 
     async def complete(self, body: dict[str, Any], *, headers: Mapping[str, str]) -> Reply:
         return await self._post_json("/chat/completions", body)
@@ -65,47 +61,30 @@ class OpenAIAdapter:
         options = dict(upstream_body.get("stream_options") or {})
         options["include_usage"] = True
         upstream_body["stream_options"] = options
-        request = httpx.Request(
-            "POST",
-            self._base + "/chat/completions",
-            extensions={"timeout": self._timeout},
-            content=orjson.dumps(upstream_body),
-            headers={
-                **self._auth,
-                "content-type": "application/json",
-                "accept": "text/event-stream",
-            },
+        response = await self._upstream.post(
+            "/chat/completions", orjson.dumps(upstream_body), self._sse_headers
         )
-        with _mapped_errors():
-            response = await self._transport.handle_async_request(request)
-        if response.status_code >= 300:
+        if response.status >= 300:
             try:
-                content = await _read_capped(response, self._max_response_bytes)
+                content = await read_capped(response, self._max_response_bytes)
             finally:
-                await response.aclose()
-            raise status_error(response.status_code, content, response.headers)
+                await response.close()
+            raise status_error(response.status, content, response.headers)
         return OpenAIStream(response, max_event_bytes=self._max_response_bytes)
 
     async def _post_json(self, path: str, body: dict[str, Any]) -> Reply:
-        extensions = {}
+        read_timeout = None
         if self._flex_timeout is not None and body.get("service_tier") == "flex":
-            timeout = httpx.Timeout(self._flex_timeout, connect=self._client.timeout.connect)
-            extensions["timeout"] = timeout.as_dict()
-        request = httpx.Request(
-            "POST",
-            self._base + path,
-            content=orjson.dumps(body),
-            headers={**self._auth, "content-type": "application/json"},
-            extensions=extensions or {"timeout": self._timeout},
+            read_timeout = self._flex_timeout
+        response = await self._upstream.post(
+            path, orjson.dumps(body), self._json_headers, read_timeout=read_timeout
         )
-        with _mapped_errors():
-            response = await self._transport.handle_async_request(request)
-            try:
-                content = await _read_capped(response, self._max_response_bytes)
-            finally:
-                await response.aclose()
-        if response.status_code >= 300:
-            raise status_error(response.status_code, content, response.headers)
+        try:
+            content = await read_capped(response, self._max_response_bytes)
+        finally:
+            await response.close()
+        if response.status >= 300:
+            raise status_error(response.status, content, response.headers)
         try:
             parsed = orjson.loads(content)
         except orjson.JSONDecodeError:
@@ -118,7 +97,7 @@ class OpenAIAdapter:
 class OpenAIStream:
     """An open upstream SSE stream, re-framed event by event."""
 
-    def __init__(self, response: httpx.Response, *, max_event_bytes: int) -> None:
+    def __init__(self, response: UpstreamResponse, *, max_event_bytes: int) -> None:
         self._response = response
         self._max_event_bytes = max_event_bytes
         self.headers: Mapping[str, str] = forwarded_headers(response.headers)
@@ -132,65 +111,43 @@ class OpenAIStream:
     async def event_groups(self) -> AsyncIterator[list[bytes]]:
         """The events of each upstream read together: the relay sends them in one write."""
         saw_done = False
-        with _mapped_errors():
-            groups = sse_event_groups(
-                self._response.aiter_bytes(), max_event_bytes=self._max_event_bytes
-            )
-            async for payloads in groups:
-                group: list[bytes] = []
-                for payload in payloads:
-                    if payload == b"[DONE]":
-                        saw_done = True
-                        break
-                    group.append(frame(payload))
-                if saw_done:
-                    group.append(DONE_EVENT)
-                if group:
-                    yield group
-                if saw_done:
+        groups = sse_event_groups(self._response.chunks(), max_event_bytes=self._max_event_bytes)
+        async for payloads in groups:
+            group: list[bytes] = []
+            for payload in payloads:
+                if payload == b"[DONE]":
+                    saw_done = True
                     break
+                group.append(frame(payload))
+            if saw_done:
+                group.append(DONE_EVENT)
+            if group:
+                yield group
+            if saw_done:
+                await _drain(groups)
+                break
         if not saw_done:
             # The connection ended without the terminator: the answer is incomplete.
             raise UpstreamUnreachable("The upstream stream ended before it was complete.")
 
     async def aclose(self) -> None:
-        await self._response.aclose()
+        await self._response.close()
 
 
-def forwarded_headers(headers: httpx.Headers) -> dict[str, str]:
+async def _drain(groups: AsyncIterator[list[bytes]]) -> None:
+    """Read past ``[DONE]`` to the end of the body, so the connection can be reused: it
+    normally arrives with the last event. An upstream that keeps talking is cut off (the
+    connection is then dropped rather than pooled)."""
+    with contextlib.suppress(TimeoutError, AdapterError):
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            async for _ in groups:
+                pass
+
+
+def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in headers.items():
         lower = name.lower()
         if lower in _FORWARDED or lower.startswith(_FORWARDED_PREFIX):
             out[lower] = value
     return out
-
-
-async def _read_capped(response: httpx.Response, limit: int) -> bytes:
-    declared = response.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise UpstreamProtocolError(f"The upstream response is larger than {limit} bytes.")
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > limit:
-            raise UpstreamProtocolError(f"The upstream response is larger than {limit} bytes.")
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-@contextlib.contextmanager
-def _mapped_errors() -> Iterator[None]:
-    """Translate httpx transport failures into adapter errors."""
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        if isinstance(exc.__cause__, aiohttp.ClientConnectorError) and not isinstance(
-            exc.__cause__, asyncio.TimeoutError
-        ):
-            # httpx-aiohttp maps a refused connection to ConnectTimeout; it is not one.
-            raise UpstreamUnreachable() from exc
-        raise UpstreamTimeout() from exc
-    except httpx.TransportError as exc:
-        raise UpstreamUnreachable() from exc

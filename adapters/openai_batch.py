@@ -16,7 +16,8 @@ import httpx
 import orjson
 
 from adapters.base import BatchInfo, BatchStatus
-from adapters.errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
+from adapters.errors import UpstreamProtocolError
+from adapters.http import httpx_errors_mapped
 from adapters.openai_wire import status_error
 
 COMPLETION_WINDOW = "24h"
@@ -111,7 +112,7 @@ class OpenAIBatchAdapter:
             after = str(data[-1].get("id"))
 
     async def file_lines(self, file_id: str) -> AsyncIterator[bytes]:
-        try:
+        with httpx_errors_mapped():
             async with self._client.stream(
                 "GET", f"/files/{file_id}/content", headers=self._auth
             ) as response:
@@ -127,12 +128,6 @@ class OpenAIBatchAdapter:
                             yield line
                 if pending.strip():
                     yield pending
-        except httpx.TimeoutException:
-            raise UpstreamTimeout() from None
-        except httpx.TransportError as exc:
-            raise UpstreamUnreachable(
-                f"The upstream provider could not be reached: {exc}"
-            ) from None
 
     async def _send(
         self,
@@ -143,7 +138,7 @@ class OpenAIBatchAdapter:
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str | int] | None = None,
     ) -> dict[str, Any]:
-        try:
+        with httpx_errors_mapped():
             response = await self._client.request(
                 method,
                 path,
@@ -151,12 +146,6 @@ class OpenAIBatchAdapter:
                 headers={**self._auth, **(headers or {})},
                 params=params,
             )
-        except httpx.TimeoutException:
-            raise UpstreamTimeout() from None
-        except httpx.TransportError as exc:
-            raise UpstreamUnreachable(
-                f"The upstream provider could not be reached: {exc}"
-            ) from None
         if response.status_code >= 400:
             raise status_error(response.status_code, response.content, response.headers)
         try:

@@ -24,7 +24,7 @@ from adapters.base import BatchAdapter, ChatAdapter
 from adapters.clock import Clock, SystemClock
 from adapters.deepseek import DeepSeekAdapter
 from adapters.gemini_cache_manager import CacheManager
-from adapters.http import make_client
+from adapters.http import PoolOptions, make_client, make_upstream
 from adapters.openai import OpenAIAdapter
 from adapters.openai_batch import OpenAIBatchAdapter
 from proxy import accounting, endpoints, openapi
@@ -119,25 +119,27 @@ def build_chat_adapters(
     managers: list[CacheManager] = []
     server = settings.server
     for name, provider in settings.providers.items():
-        client = make_client(
-            provider.base_url,
-            max_connections=provider.max_connections,
-            timeout=float(server.upstream_timeout),
-            connect_timeout=float(server.connect_timeout),
-            transport=transports.get(name),
-        )
+        pool: PoolOptions = {
+            "max_connections": provider.max_connections,
+            "timeout": float(server.upstream_timeout),
+            "connect_timeout": float(server.connect_timeout),
+            "transport": transports.get(name),
+        }
         if provider.type == "openai":
             adapters[name] = OpenAIAdapter(
-                client,
+                make_upstream(provider.base_url, **pool),
                 api_key=keys[name],
                 max_response_bytes=server.max_upstream_response_bytes,
                 flex_timeout=float(server.flex_timeout),
             )
         elif provider.type == "deepseek":
             adapters[name] = DeepSeekAdapter(
-                client, api_key=keys[name], max_response_bytes=server.max_upstream_response_bytes
+                make_upstream(provider.base_url, **pool),
+                api_key=keys[name],
+                max_response_bytes=server.max_upstream_response_bytes,
             )
         else:
+            client = make_client(provider.base_url, **pool)
             adapters[name], manager = build_gemini_adapter(
                 settings, name, client, keys[name], db=db, clock=clock, pricer=pricer
             )

@@ -18,6 +18,7 @@ from adapters.clock import ManualClock
 from adapters.emulators.openai_batches import BatchEmulator, BatchEmulatorConfig
 from adapters.emulators.openai_config import OpenAIEmulatorConfig
 from adapters.emulators.openai_server import create_app as emulator_app
+from adapters.http import HttpxUpstream
 from adapters.openai import OpenAIAdapter
 from adapters.openai_batch import OpenAIBatchAdapter
 from proxy.context import Caller, Services
@@ -195,8 +196,12 @@ async def stack(
         "openai": OpenAIBatchAdapter(client(openai, "http://openai.test/v1"), api_key="sk-test")
     }
     services.chat = {
-        "openai": OpenAIAdapter(client(openai, "http://openai.test/v1"), api_key="sk-test"),
-        "deepseek": OpenAIAdapter(client(deepseek, "http://deepseek.test"), api_key="sk-ds"),
+        "openai": OpenAIAdapter(
+            HttpxUpstream(client(openai, "http://openai.test/v1")), api_key="sk-test"
+        ),
+        "deepseek": OpenAIAdapter(
+            HttpxUpstream(client(deepseek, "http://deepseek.test")), api_key="sk-ds"
+        ),
     }
     hooks: list[httpx.Request] = []
     hook_client = httpx.AsyncClient(
