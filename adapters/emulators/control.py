@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from adapters.clock import ManualClock
 from adapters.emulators.faults import Fault, FaultPlan
+from adapters.emulators.openai_errors import error_body
 
 
 class RequestLog(list[dict[str, Any]]):
@@ -47,8 +48,8 @@ def _json(payload: Any, status: int = 200) -> Response:
 
 
 def _error(status: int, message: str) -> Response:
-    error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
-    return _json({"error": error}, status)
+    # The control surface answers in OpenAI's envelope on every emulator, Gemini's too.
+    return _json(error_body(message, "invalid_request_error"), status)
 
 
 async def _read(request: Request) -> Any:

@@ -114,17 +114,21 @@ def failed_precondition(message: str) -> GeminiError:
     return GeminiError(400, message, status="FAILED_PRECONDITION")
 
 
+def _api_key_invalid_info() -> dict[str, Any]:
+    return {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": "API_KEY_INVALID",
+        "domain": "googleapis.com",
+        "metadata": {"service": _SERVICE},
+    }
+
+
 def api_key_invalid() -> GeminiError:
     return GeminiError(
         400,
         API_KEY_MESSAGE,
         details=[
-            {
-                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                "reason": "API_KEY_INVALID",
-                "domain": "googleapis.com",
-                "metadata": {"service": _SERVICE},
-            },
+            _api_key_invalid_info(),
             {
                 "@type": "type.googleapis.com/google.rpc.LocalizedMessage",
                 "locale": "en-US",
@@ -135,18 +139,7 @@ def api_key_invalid() -> GeminiError:
 
 
 def permission_denied(message: str = "The caller does not have permission") -> GeminiError:
-    return GeminiError(
-        403,
-        message,
-        details=[
-            {
-                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                "reason": "API_KEY_INVALID",
-                "domain": "googleapis.com",
-                "metadata": {"service": _SERVICE},
-            }
-        ],
-    )
+    return GeminiError(403, message, details=[_api_key_invalid_info()])
 
 
 def for_status(

@@ -19,8 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from adapters.emulators.openai_batch_http import ApiError, Handler, json_response, read_json_object
+from adapters.emulators.openai_batch_http import Handler, json_response, read_json_object
 from adapters.emulators.openai_batch_lines import LineFault
+from adapters.emulators.openai_errors import EmulatorError
 
 if TYPE_CHECKING:
     from adapters.emulators.openai_batches import BatchEmulator
@@ -102,4 +103,4 @@ async def _parse(request: Request, model: type[M]) -> M:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ApiError(400, str(exc)) from exc
+        raise EmulatorError(400, str(exc)) from exc

@@ -12,7 +12,6 @@ from enum import StrEnum
 from typing import Any
 
 from adapters.base import BatchStatus
-from adapters.emulators.openai_batch_http import ApiError
 from adapters.emulators.openai_batch_lines import (
     CANCELLED,
     EXPIRED,
@@ -24,6 +23,7 @@ from adapters.emulators.openai_batch_lines import (
 )
 from adapters.emulators.openai_batch_state import Appender, BatchRecord
 from adapters.emulators.openai_batch_validate import Limits, error, validate_file
+from adapters.emulators.openai_errors import EmulatorError
 from adapters.emulators.openai_files import FileStore, new_file_id
 
 S = BatchStatus
@@ -274,7 +274,7 @@ class BatchEngine:
         if batch.status in (S.CANCELLING, S.CANCELLED):
             return  # cancelling twice is harmless
         if batch.status not in (S.VALIDATING, S.IN_PROGRESS):
-            raise ApiError(
+            raise EmulatorError(
                 400,
                 f"Cannot cancel a batch with status '{batch.status.value}'.",
                 param="batch_id",

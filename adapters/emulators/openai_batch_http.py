@@ -1,5 +1,5 @@
-"""HTTP helpers shared by the OpenAI Files and Batch emulators: the error envelope,
-bearer auth, JSON bodies and list pagination, each written once."""
+"""HTTP helpers shared by the OpenAI Files and Batch emulators: bearer auth, JSON bodies,
+list pagination, and rendering ``EmulatorError`` (``openai_errors``), each written once."""
 
 from __future__ import annotations
 
@@ -10,30 +10,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from adapters.emulators.openai_errors import EmulatorError
+
 T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-class ApiError(Exception):
-    """An OpenAI-shaped error answer; handlers raise it and ``guarded`` renders it."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        error_type: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error = {"message": message, "type": error_type, "param": param, "code": code}
-        self.headers = headers or {}
-
-    def response(self) -> Response:
-        return json_response({"error": self.error}, status=self.status, headers=self.headers)
 
 
 def json_response(
@@ -48,7 +28,7 @@ def endpoint(
     handler: Handler, *, auth: bool, api_key: str | None, before: Callable[[], None]
 ) -> Handler:
     """Wrap ``handler``: check the bearer key (when ``auth``), bring the emulator's state
-    up to the clock's now (``before``), and render ``ApiError`` as OpenAI does."""
+    up to the clock's now (``before``), and render ``EmulatorError`` as OpenAI does."""
 
     async def wrapped(request: Request) -> Response:
         try:
@@ -56,8 +36,8 @@ def endpoint(
                 check_bearer(request, api_key)
             before()
             return await handler(request)
-        except ApiError as exc:
-            return exc.response()
+        except EmulatorError as exc:
+            return json_response(exc.body(), status=exc.status, headers=exc.headers)
 
     return wrapped
 
@@ -68,14 +48,14 @@ def check_bearer(request: Request, api_key: str | None) -> None:
     scheme, _, key = header.partition(" ")
     key = key.strip()
     if scheme.lower() != "bearer" or not key:
-        raise ApiError(
+        raise EmulatorError(
             401,
             "You didn't provide an API key. You need to provide your API key in an "
             "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
         )
     if api_key is not None and key != api_key:
         shown = key[:3] + "*" * 4 + key[-4:] if len(key) > 8 else "*" * len(key)
-        raise ApiError(
+        raise EmulatorError(
             401,
             f"Incorrect API key provided: {shown}. You can find your API key at "
             "https://platform.openai.com/account/api-keys.",
@@ -92,7 +72,7 @@ async def read_json_object(request: Request, *, allow_empty: bool = False) -> di
     except orjson.JSONDecodeError:
         body = None
     if not isinstance(body, dict):
-        raise ApiError(
+        raise EmulatorError(
             400,
             "We could not parse the JSON body of your request. (HINT: This likely means you "
             "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
@@ -109,7 +89,7 @@ def parse_limit(raw: str | None, *, default: int, maximum: int) -> int:
     except ValueError:
         limit = 0
     if not 1 <= limit <= maximum:
-        raise ApiError(
+        raise EmulatorError(
             400,
             f"Invalid 'limit': integer must be between 1 and {maximum}, got {raw!r}.",
             param="limit",

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.emulators.openai_batch_http import ApiError
+from adapters.emulators.openai_errors import EmulatorError
 
 DAY = 86_400
 ENDPOINTS = (
@@ -37,7 +37,7 @@ class CreateFields:
 def create_fields(body: dict[str, Any], endpoints: tuple[str, ...]) -> CreateFields:
     unknown = sorted(set(body) - _FIELDS)
     if unknown:
-        raise ApiError(
+        raise EmulatorError(
             400,
             f"Unrecognized request argument supplied: {unknown[0]}",
             param=unknown[0],
@@ -45,7 +45,7 @@ def create_fields(body: dict[str, Any], endpoints: tuple[str, ...]) -> CreateFie
         )
     for name in ("input_file_id", "endpoint", "completion_window"):
         if body.get(name) is None:
-            raise ApiError(
+            raise EmulatorError(
                 400,
                 f"Missing required parameter: '{name}'.",
                 param=name,
@@ -70,8 +70,8 @@ def create_fields(body: dict[str, Any], endpoints: tuple[str, ...]) -> CreateFie
     )
 
 
-def _invalid(param: str, value: Any, supported: str) -> ApiError:
-    return ApiError(
+def _invalid(param: str, value: Any, supported: str) -> EmulatorError:
+    return EmulatorError(
         400,
         f"Invalid value for '{param}': {value!r}. Supported values are: {supported}.",
         param=param,
@@ -83,14 +83,14 @@ def _metadata(value: Any) -> dict[str, str] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise ApiError(
+        raise EmulatorError(
             400,
             "Invalid type for 'metadata': expected an object.",
             param="metadata",
             code="invalid_type",
         )
     if len(value) > 16:
-        raise ApiError(
+        raise EmulatorError(
             400,
             "Invalid 'metadata': too many properties. Expected an object with at most 16 "
             f"properties, but got an object with {len(value)} properties instead.",
@@ -101,7 +101,7 @@ def _metadata(value: Any) -> dict[str, str] | None:
         if len(key) > 64:
             raise _too_long(f"metadata.{key}", "key", 64, len(key))
         if not isinstance(item, str):
-            raise ApiError(
+            raise EmulatorError(
                 400,
                 f"Invalid type for 'metadata.{key}': expected a string.",
                 param=f"metadata.{key}",
@@ -112,8 +112,8 @@ def _metadata(value: Any) -> dict[str, str] | None:
     return dict(value)
 
 
-def _too_long(param: str, what: str, limit: int, got: int) -> ApiError:
-    return ApiError(
+def _too_long(param: str, what: str, limit: int, got: int) -> EmulatorError:
+    return EmulatorError(
         400,
         f"Invalid '{param}': {what} too long. Expected a string with maximum length {limit}, "
         f"but got a string with length {got} instead.",
@@ -132,7 +132,7 @@ def _output_ttl(value: Any) -> int:
         or not isinstance(seconds, int)
         or not 3600 <= seconds <= 30 * DAY
     ):
-        raise ApiError(
+        raise EmulatorError(
             400,
             'Invalid \'output_expires_after\': expected {"anchor": "created_at", '
             '"seconds": 3600..2592000}.',

@@ -31,7 +31,6 @@ from adapters.clock import Clock
 from adapters.emulators.openai_batch_controls import control_routes
 from adapters.emulators.openai_batch_engine import BatchEngine, CorruptMode, Timings
 from adapters.emulators.openai_batch_http import (
-    ApiError,
     Handler,
     endpoint,
     json_response,
@@ -43,6 +42,7 @@ from adapters.emulators.openai_batch_lines import LineFaultPlan, default_error
 from adapters.emulators.openai_batch_request import ENDPOINTS, create_fields
 from adapters.emulators.openai_batch_state import BatchRecord
 from adapters.emulators.openai_batch_validate import Limits
+from adapters.emulators.openai_errors import EmulatorError
 from adapters.emulators.openai_files import MB, FilesApi, FileStore
 
 
@@ -106,7 +106,7 @@ class BatchEmulator:
         )
         self._files_api = FilesApi(self.files, max_bytes=config.max_file_bytes)
         self._next_corrupt: CorruptMode | None = None
-        self._create_failures: deque[ApiError] = deque()
+        self._create_failures: deque[EmulatorError] = deque()
         self._created: deque[float] = deque()
 
     @property
@@ -154,7 +154,7 @@ class BatchEmulator:
         headers = {"retry-after": str(retry_after)} if retry_after is not None else None
         for _ in range(times):
             self._create_failures.append(
-                ApiError(
+                EmulatorError(
                     status,
                     str(body["message"]),
                     error_type=str(body["type"]),
@@ -195,7 +195,7 @@ class BatchEmulator:
     def _batch(self, batch_id: str) -> BatchRecord:
         batch = self.engine.batches.get(batch_id)
         if batch is None:
-            raise ApiError(404, f"No batch found with id '{batch_id}'.", param="batch_id")
+            raise EmulatorError(404, f"No batch found with id '{batch_id}'.", param="batch_id")
         return batch
 
     async def _create(self, request: Request) -> Response:
@@ -205,11 +205,11 @@ class BatchEmulator:
         fields = create_fields(body, self.config.endpoints)
         stored = self.files.get(fields.input_file_id)
         if stored is None:
-            raise ApiError(
+            raise EmulatorError(
                 400, f"No such File object: {fields.input_file_id}", param="input_file_id"
             )
         if stored.purpose != "batch":
-            raise ApiError(
+            raise EmulatorError(
                 400,
                 f"The input file {stored.id} has purpose '{stored.purpose}'; "
                 "batch input files must be uploaded with purpose 'batch'.",
@@ -240,7 +240,7 @@ class BatchEmulator:
             self._created.popleft()
         if len(self._created) >= cap:
             wait = max(1, int(self._created[0] + 3600 - now))
-            raise ApiError(
+            raise EmulatorError(
                 429,
                 f"Rate limit reached for batch creation: limit {cap:,} batches per hour. "
                 f"Please try again in {wait}s.",

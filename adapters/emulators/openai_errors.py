@@ -17,7 +17,9 @@ Flavour = Literal["openai", "deepseek"]
 
 
 class EmulatorError(Exception):
-    """An error answer. Handlers raise it; the app renders it."""
+    """An error answer in the OpenAI/DeepSeek envelope, for every OpenAI-shaped emulator
+    (chat and embeddings, files and batches). Handlers raise it; the app renders ``body()``
+    with ``status`` and ``headers`` (e.g. ``retry-after``)."""
 
     def __init__(
         self,

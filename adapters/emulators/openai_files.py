@@ -30,7 +30,8 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from adapters.clock import Clock
-from adapters.emulators.openai_batch_http import ApiError, Handler, json_response, page, parse_limit
+from adapters.emulators.openai_batch_http import Handler, json_response, page, parse_limit
+from adapters.emulators.openai_errors import EmulatorError
 
 MB = 1024 * 1024
 DAY = 86_400
@@ -144,7 +145,7 @@ class FileStore:
     def require(self, file_id: str) -> StoredFile:
         stored = self.get(file_id)
         if stored is None:
-            raise ApiError(404, f"No such File object: {file_id}", param="id")
+            raise EmulatorError(404, f"No such File object: {file_id}", param="id")
         return stored
 
 
@@ -167,7 +168,7 @@ class FilesApi:
     async def upload(self, request: Request) -> Response:
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith("multipart/form-data"):
-            raise ApiError(
+            raise EmulatorError(
                 400,
                 f"Invalid Content-Type header ({content_type}), expected multipart/form-data.",
             )
@@ -175,13 +176,13 @@ class FilesApi:
             async with request.form(max_files=1, max_fields=16) as form:
                 stored = await self._store_upload(form)
         except HTTPException as exc:  # malformed multipart body
-            raise ApiError(400, str(exc.detail)) from exc
+            raise EmulatorError(400, str(exc.detail)) from exc
         return json_response(stored.to_json())
 
     async def _store_upload(self, form: FormData) -> StoredFile:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
-            raise ApiError(
+            raise EmulatorError(
                 400,
                 "Missing required parameter: 'file'.",
                 param="file",
@@ -189,14 +190,14 @@ class FilesApi:
             )
         purpose = form.get("purpose")
         if not isinstance(purpose, str) or not purpose:
-            raise ApiError(
+            raise EmulatorError(
                 400,
                 "Missing required parameter: 'purpose'.",
                 param="purpose",
                 code="missing_required_parameter",
             )
         if purpose not in PURPOSES:
-            raise ApiError(
+            raise EmulatorError(
                 400,
                 f"Invalid value for 'purpose': {purpose!r}. Supported values are: "
                 + ", ".join(repr(p) for p in PURPOSES)
@@ -206,9 +207,11 @@ class FilesApi:
             )
         filename = upload.filename or "file"
         if purpose == "batch" and not filename.lower().endswith(".jsonl"):
-            raise ApiError(400, "Invalid file format for Batch API. Must be .jsonl", param="file")
+            raise EmulatorError(
+                400, "Invalid file format for Batch API. Must be .jsonl", param="file"
+            )
         if (upload.size or 0) > self.max_bytes:
-            raise ApiError(
+            raise EmulatorError(
                 400,
                 f"File is too large: {upload.size} bytes. The maximum file size is "
                 f"{self.max_bytes // MB} MB.",
@@ -234,7 +237,7 @@ class FilesApi:
         limit = parse_limit(query.get("limit"), default=10_000, maximum=10_000)
         order = query.get("order", "desc")
         if order not in ("asc", "desc"):
-            raise ApiError(
+            raise EmulatorError(
                 400,
                 f"Invalid value for 'order': {order!r}. Supported values are: 'asc', 'desc'.",
                 param="order",
@@ -280,7 +283,7 @@ def _expires_after(form: FormData, *, default: int | None) -> int | None:
     if anchor is None and seconds is None:
         return default
     if anchor != "created_at":
-        raise ApiError(
+        raise EmulatorError(
             400,
             "Invalid value for 'expires_after.anchor': supported anchors are: 'created_at'.",
             param="expires_after.anchor",
@@ -291,7 +294,7 @@ def _expires_after(form: FormData, *, default: int | None) -> int | None:
     except ValueError:
         ttl = 0
     if not 3600 <= ttl <= 30 * DAY:
-        raise ApiError(
+        raise EmulatorError(
             400,
             "Invalid 'expires_after.seconds': must be between 3600 and 2592000.",
             param="expires_after.seconds",
