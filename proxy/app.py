@@ -209,13 +209,8 @@ def _plain_endpoint(
 
 
 def _routes() -> list[BaseRoute]:
+    # Starlette tries routes in order: the request path's own come first.
     return [
-        *ticket_routes(_plain_endpoint),
-        admin_flush_route(_plain_endpoint),
-        *admin_routes(_plain_endpoint),
-        Route("/healthz", endpoints.healthz, methods=["GET"]),
-        Route("/metrics", endpoints.metrics, methods=["GET"]),
-        Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
         Route(
             "/v1/chat/completions",
             _endpoint("/v1/chat/completions", endpoints.chat_completions),
@@ -224,6 +219,12 @@ def _routes() -> list[BaseRoute]:
         Route(
             "/v1/embeddings", _endpoint("/v1/embeddings", endpoints.embeddings), methods=["POST"]
         ),
+        *ticket_routes(_plain_endpoint),
+        admin_flush_route(_plain_endpoint),
+        *admin_routes(_plain_endpoint),
+        Route("/healthz", endpoints.healthz, methods=["GET"]),
+        Route("/metrics", endpoints.metrics, methods=["GET"]),
+        Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
         Route(
             "/v1/models",
             _endpoint("/v1/models", endpoints.list_models, log_route=False),

@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from tests.benchmarks import deferred, memory, profile_run, profiling, realtime, report
-from tests.benchmarks.loop import have_httptools, have_uvloop, loop_name, new_event_loop
+from tests.benchmarks.loop import loop_name, new_event_loop
 from tests.benchmarks.machine import describe
 from tests.benchmarks.procs import Server
 from tests.benchmarks.results import write_results
 
 PARTS = ("realtime", "variant", "memory", "enqueue", "batch", "profile")
-# The uvloop + httptools comparison: the cases the targets are read from.
+# The asyncio + h11 comparison (uvicorn's pure-Python stack, for platforms without
+# uvloop): the cases the targets are read from.
 VARIANT_CASES = (
     realtime.Case(False, "instant", 1),
     realtime.Case(False, "instant", 64),
@@ -52,8 +53,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add("--concurrency", default="1,16,64")
     add("--memory-requests", type=int, default=50_000, help="requests per memory round (2)")
     add("--batch-tickets", type=int, default=50_000)
-    add("--server-loop", default="asyncio", help="uvicorn --loop for the proxies under test")
-    add("--server-http", default="h11", help="uvicorn --http for the proxies under test")
+    # `costroute serve` runs on uvloop + httptools (both are dependencies).
+    add("--server-loop", default="uvloop", help="uvicorn --loop for the proxies under test")
+    add("--server-http", default="httptools", help="uvicorn --http for the proxies under test")
     add("--no-extra-floors", action="store_true", help="skip the httpx-aiohttp floor")
     add("--candidate", type=Path, help="another checkout of costroute to measure side by side")
     add("--out", type=Path, help="directory for logs, profiles and results.json")
@@ -170,28 +172,23 @@ async def _realtime(state: Run, upstream: Server) -> None:
 
 
 async def _variant(state: Run, upstream: Server) -> None:
-    """The same proxies on uvloop + httptools (uvicorn picks them when installed)."""
-    if not (have_uvloop() and have_httptools()):
-        say("variant skipped: pip install uvloop httptools to measure them")
-        return
-    fast = {"loop": "uvloop", "http": "httptools"}
-    tag = "[uvloop+httptools] "
+    """The same proxies on uvicorn's pure-Python stack (asyncio + h11)."""
+    slow = {"loop": "asyncio", "http": "h11"}
+    tag = "[asyncio+h11] "
     with contextlib.ExitStack() as servers:
         targets = realtime.start_targets(
-            servers, upstream, state.out, extra_floors=False, tag="-uvloop",
-            candidate=state.args.candidate, **fast,
+            servers, upstream, state.out, extra_floors=False, tag="-asyncio",
+            candidate=state.args.candidate, **slow,
         )  # fmt: skip
         await realtime.check_targets(targets)
         matrix = await realtime.run_matrix(
-            "uvloop + httptools", targets, list(VARIANT_CASES), **state.timing
+            "asyncio + h11", targets, list(VARIANT_CASES), **state.timing
         )
     state.tables.append(report.matrix_table(matrix))
     state.rows += report.realtime_rows(matrix, tag=tag)
     if state.args.candidate:
         state.rows += report.realtime_rows(matrix, tag=f"[candidate] {tag}", target="candidate")
-    enqueued = await deferred.enqueue(upstream, state.out, **state.timing, **fast, tag="-uvloop")
-    state.rows += report.enqueue_rows(enqueued, tag=tag)
-    state.raw["variant"] = {"realtime": _matrix_json(matrix), "enqueue": asdict(enqueued)}
+    state.raw["variant"] = {"realtime": _matrix_json(matrix)}
 
 
 def _finish(state: Run, machine: dict[str, Any], seconds: float) -> None:

@@ -50,21 +50,29 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--db", required=True)
-    parser.add_argument("--loop", default="asyncio")
-    parser.add_argument("--http", default="h11")
+    parser.add_argument("--loop", default="uvloop")
+    parser.add_argument("--http", default="httptools")
     args = parser.parse_args()
     # As `costroute serve` does: the proxy's loggers at INFO, httpx's per-call line off.
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    app = create_app(bench_settings(args.upstream, args.db), environ=ENV)
+    settings = bench_settings(args.upstream, args.db)
+    app = create_app(settings, environ=ENV)
+    http: Any = args.http
+    if args.http == "httptools":
+        # What `costroute serve` runs: httptools behind the header deadline and size guard.
+        from proxy.server_protocol import server_protocol
+
+        server = settings.server
+        http = server_protocol(float(server.client_timeout), server.max_header_bytes)
     uvicorn.run(
         app,
         host="127.0.0.1",
         port=args.port,
         loop=args.loop,
-        http=args.http,
+        http=http,
         log_level="warning",
         access_log=False,
         timeout_keep_alive=30,
