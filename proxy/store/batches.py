@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from proxy.jobs import Batch, BatchState, Outcome, Ticket, TicketStatus, check_batch
-from proxy.store.db import Database
+from proxy.store.db import Database, insert_values
 from proxy.store.routes import insert_routes
 from proxy.store.tickets import (
     LIGHT_COLUMNS,
@@ -351,9 +351,7 @@ async def apply_outcomes(
             "WHERE id = ? AND status = 'submitted' AND batch_id = ?",
             finals,
         )
-        await conn.executemany(
-            "INSERT INTO ticket_results (ticket_id, result) VALUES (?, ?)", results
-        )
+        await insert_values(conn, "INSERT INTO ticket_results (ticket_id, result)", results)
         await conn.executemany(
             "UPDATE tickets SET status = 'queued', batch_id = NULL, attempts = attempts - ?, "
             "updated_ms = ? WHERE id = ? AND status = 'submitted' AND batch_id = ?",
