@@ -175,4 +175,18 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX batches_created ON batches(created_ms, id);
         """,
     ),
+    (
+        # Only queued batch-lane tickets are ever looked up by group (claim and
+        # queued_groups name both terms literally, so SQLite can use the partial
+        # index). Indexing every ticket by status made each later status change (the
+        # 50,000 submitted -> completed updates of an ingest) delete and re-insert a
+        # six-column key; now rows leave this index once, when they are claimed.
+        "0005_queued_group_index",
+        """
+        DROP INDEX tickets_status_group;
+        CREATE INDEX tickets_queued_group
+            ON tickets(provider, upstream_model, endpoint, deadline_ms, created_ms)
+            WHERE status = 'queued' AND lane = 'batch';
+        """,
+    ),
 ]

@@ -7,7 +7,7 @@ from typing import Any
 
 import aiosqlite
 
-from proxy.store.db import Database
+from proxy.store.db import Database, insert_values
 
 COLUMNS: tuple[str, ...] = (
     "ts_ms",
@@ -34,11 +34,11 @@ COLUMNS: tuple[str, ...] = (
     "ticket_id",
     "cache_name",
 )
-_INSERT = f"INSERT INTO routes ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
+_INSERT = f"INSERT INTO routes ({', '.join(COLUMNS)})"
 
 
 async def insert_routes(conn: aiosqlite.Connection, rows: Sequence[Sequence[Any]]) -> None:
-    await conn.executemany(_INSERT, rows)
+    await insert_values(conn, _INSERT, rows)
 
 
 async def recent_routes(

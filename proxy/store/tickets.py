@@ -16,7 +16,7 @@ import aiosqlite
 import orjson
 
 from proxy.jobs import NewTicket, Ticket, TicketStatus, check_ticket
-from proxy.store.db import Database
+from proxy.store.db import Database, insert_values
 from proxy.store.routes import insert_routes
 
 # Builds the routing-log row written with a change, in the same transaction.
@@ -83,12 +83,15 @@ def marks(count: int) -> str:
 
 # --- enqueue -------------------------------------------------------------------------
 
-_INSERT = (
+_INSERT_HEAD = (
     "INSERT INTO tickets (id, key_name, request_id, idempotency_key, endpoint, model, provider, "
     "upstream_model, lane, reason, status, body_bytes, est_tokens, units, created_ms, deadline_ms, "
-    "not_before_ms, updated_ms, callback_url) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (key_name, idempotency_key) DO NOTHING"
+    "not_before_ms, updated_ms, callback_url)"
+)
+_INSERT_TAIL = "ON CONFLICT (key_name, idempotency_key) DO NOTHING"
+_INSERT = (
+    f"{_INSERT_HEAD} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    f"{_INSERT_TAIL}"
 )
 
 
@@ -103,9 +106,10 @@ async def insert_tickets(
     events: list[tuple[str, int, str | None, str, str]] = []
     fast = all(item.idempotency_key is None for item in items)
     if fast:
-        # No idempotency keys: nothing can conflict, so one executemany for the group.
-        await conn.executemany(
-            _INSERT,
+        # No idempotency keys: nothing can conflict, so one statement for the group.
+        await insert_values(
+            conn,
+            _INSERT_HEAD,
             [
                 (
                     item.id,
@@ -118,6 +122,7 @@ async def insert_tickets(
                     item.upstream_model,
                     item.lane,
                     item.reason,
+                    "queued",
                     len(item.body),
                     item.est_tokens,
                     item.units,
@@ -129,6 +134,7 @@ async def insert_tickets(
                 )
                 for item in items
             ],
+            tail=_INSERT_TAIL,
         )
         ids = [item.id for item in items]
         bodies = [(item.id, item.body) for item in items]
@@ -138,7 +144,7 @@ async def insert_tickets(
             _INSERT,
             (
                 item.id, item.key_name, item.request_id, item.idempotency_key, item.endpoint,
-                item.model, item.provider, item.upstream_model, item.lane, item.reason,
+                item.model, item.provider, item.upstream_model, item.lane, item.reason, "queued",
                 len(item.body), item.est_tokens, item.units, item.created_ms, item.deadline_ms,
                 item.not_before_ms, item.created_ms, item.callback_url,
             ),
@@ -155,7 +161,7 @@ async def insert_tickets(
             row = await found.fetchone()
         assert row is not None  # the conflict that skipped the insert is this row
         ids.append(row[0])
-    await conn.executemany("INSERT INTO ticket_bodies (ticket_id, body) VALUES (?, ?)", bodies)
+    await insert_values(conn, "INSERT INTO ticket_bodies (ticket_id, body)", bodies)
     if route is not None:
         await insert_routes(
             conn,
@@ -164,11 +170,7 @@ async def insert_tickets(
                 for item, ticket_id in zip(items, ids, strict=True)
             ],
         )
-    await conn.executemany(
-        "INSERT INTO ticket_events (ticket_id, ts_ms, from_status, to_status, detail) "
-        "VALUES (?, ?, ?, ?, ?)",
-        events,
-    )
+    await add_events(conn, events)
     return ids
 
 
@@ -238,9 +240,9 @@ async def oldest_queued_ms(db: Database) -> int | None:
 async def add_events(
     conn: aiosqlite.Connection, rows: Iterable[tuple[str, int, str | None, str, str]]
 ) -> None:
-    await conn.executemany(
-        "INSERT INTO ticket_events (ticket_id, ts_ms, from_status, to_status, detail) "
-        "VALUES (?, ?, ?, ?, ?)",
+    await insert_values(
+        conn,
+        "INSERT INTO ticket_events (ticket_id, ts_ms, from_status, to_status, detail)",
         list(rows),
     )
 
