@@ -50,6 +50,10 @@ class UpstreamResponse(Protocol):
         """The body as it arrives, one item per read from the socket."""
         ...
 
+    async def read(self, limit: int) -> bytes:
+        """The whole body, refused (``UpstreamProtocolError``) once it exceeds ``limit``."""
+        ...
+
     async def close(self) -> None:
         """Give the connection back (or drop it if the body was not read to the end)."""
         ...
@@ -74,18 +78,23 @@ class Upstream(Protocol):
 
 
 async def read_capped(response: UpstreamResponse, limit: int) -> bytes:
-    """The whole body, refusing one larger than ``limit`` before or while reading it."""
+    """The whole body by chunks, refusing one larger than ``limit`` before or while
+    reading it (for bodies of unknown length)."""
     declared = response.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise UpstreamProtocolError(f"The upstream response is larger than {limit} bytes.")
+        raise _too_large(limit)
     parts: list[bytes] = []
     size = 0
     async for chunk in response.chunks():
         size += len(chunk)
         if size > limit:
-            raise UpstreamProtocolError(f"The upstream response is larger than {limit} bytes.")
+            raise _too_large(limit)
         parts.append(chunk)
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _too_large(limit: int) -> UpstreamProtocolError:
+    return UpstreamProtocolError(f"The upstream response is larger than {limit} bytes.")
 
 
 # -- production: raw aiohttp -------------------------------------------------------------
@@ -142,7 +151,7 @@ class AiohttpUpstream:
             timeout = aiohttp.ClientTimeout(
                 total=None, sock_connect=self._connect_timeout, sock_read=read_timeout
             )
-        with aiohttp_errors_mapped():
+        try:
             response = await session.post(
                 self.base_url + path,
                 data=content,
@@ -150,6 +159,8 @@ class AiohttpUpstream:
                 allow_redirects=False,
                 timeout=timeout or self._timeout,
             )
+        except _AIOHTTP_FAILURES as exc:
+            raise _aiohttp_failure(exc) from exc
         return AiohttpResponse(response)
 
     async def aclose(self) -> None:
@@ -173,9 +184,24 @@ class AiohttpResponse:
         return self._response.headers
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        with aiohttp_errors_mapped():
+        try:
             async for chunk in self._response.content.iter_any():
                 yield chunk
+        except _AIOHTTP_FAILURES as exc:
+            raise _aiohttp_failure(exc) from exc
+
+    async def read(self, limit: int) -> bytes:
+        response = self._response
+        length = response.content_length
+        if length is None:  # chunked: count while reading
+            return await read_capped(self, limit)
+        if length > limit:
+            raise _too_large(limit)
+        try:
+            # aiohttp stops at the declared length; one call, no per-chunk generator.
+            return await response.read()
+        except _AIOHTTP_FAILURES as exc:
+            raise _aiohttp_failure(exc) from exc
 
     async def close(self) -> None:
         # A body read to its end returns the connection to the pool; one abandoned
@@ -186,18 +212,15 @@ class AiohttpResponse:
             self._response.close()
 
 
-@contextlib.contextmanager
-def aiohttp_errors_mapped() -> Iterator[None]:
-    try:
-        yield
-    except AdapterError:
-        raise
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise UpstreamTimeout() from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamUnreachable() from exc
-    except OSError as exc:
-        raise UpstreamUnreachable() from exc
+# Hot path: a plain ``except`` rather than a context manager per call and per chunk.
+# TimeoutError (asyncio's too) is an OSError; aiohttp's ServerTimeoutError is both.
+_AIOHTTP_FAILURES = (aiohttp.ClientError, OSError)
+
+
+def _aiohttp_failure(exc: BaseException) -> AdapterError:
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeout()
+    return UpstreamUnreachable()
 
 
 # -- tests, and the httpx-based adapters ------------------------------------------------
@@ -251,6 +274,9 @@ class HttpxResponse:
         with httpx_errors_mapped():
             async for chunk in self._response.aiter_bytes():
                 yield chunk
+
+    async def read(self, limit: int) -> bytes:
+        return await read_capped(self, limit)
 
     async def close(self) -> None:
         await self._response.aclose()

@@ -16,7 +16,7 @@ import orjson
 
 from adapters.base import Reply
 from adapters.errors import AdapterError, UpstreamProtocolError, UpstreamUnreachable
-from adapters.http import Upstream, UpstreamResponse, read_capped
+from adapters.http import Upstream, UpstreamResponse
 from adapters.openai_wire import DONE_EVENT, frame, sse_event_groups, status_error
 
 # Upstream response headers worth handing to callers (rate-limit state, request ids).
@@ -66,7 +66,7 @@ class OpenAIAdapter:
         )
         if response.status >= 300:
             try:
-                content = await read_capped(response, self._max_response_bytes)
+                content = await response.read(self._max_response_bytes)
             finally:
                 await response.close()
             raise status_error(response.status, content, response.headers)
@@ -80,7 +80,7 @@ class OpenAIAdapter:
             path, orjson.dumps(body), self._json_headers, read_timeout=read_timeout
         )
         try:
-            content = await read_capped(response, self._max_response_bytes)
+            content = await response.read(self._max_response_bytes)
         finally:
             await response.close()
         if response.status >= 300:

@@ -1,7 +1,9 @@
 """Turning a finished request into its routing-log row: usage, lane and cost.
 
-Runs after the response has been sent (a Starlette background task or the end of a
-stream), so parsing usage and pricing never delay the caller.
+A success is only queued on the request's path (``RouteLog.record_later``): usage,
+pricing and metrics are worked out when the log writer takes its next batch, so they
+never delay the caller, nor the next request on the same event loop. Failures are rare
+and cheap, and recorded at once.
 """
 
 from __future__ import annotations
@@ -46,44 +48,61 @@ def record_success(
     status: int = 200,
     error_code: str | None = None,
 ) -> None:
-    usage = usage_of(payload)
-    cost = _cost(services, decision, lane, usage, notes)
-    _record(
-        services,
-        ctx,
-        lane=lane,
-        status=status,
-        error_code=error_code,
-        usage=usage,
-        cost=cost,
-        cache_name=notes.get("cache_name"),
-    )
-    metrics = services.extras.get("metrics")
-    if metrics is not None:
-        metrics.observe_request(
-            lane,
-            ctx.provider or "",
-            ctx.model or "",
-            status,
-            ctx.elapsed_ms() / 1000.0,
-            (ctx.upstream_ms or 0.0) / 1000.0,
+    # Taken now: the row is built up to a log-writer linger later.
+    latency_ms, at = ctx.elapsed_ms(), services.clock.now()
+
+    def build() -> dict[str, Any]:
+        usage = usage_of(payload)
+        cost = _cost(services, decision, lane, usage, notes, at)
+        metrics = services.extras.get("metrics")
+        if metrics is not None:
+            _observe(metrics, ctx, lane, status, latency_ms)
+            if cost is not None:
+                metrics.add_cost(lane, ctx.provider or "", ctx.model or "", cost[0], cost[2])
+        return _fields(
+            services,
+            ctx,
+            lane=lane,
+            status=status,
+            error_code=error_code,
+            latency_ms=latency_ms,
+            at=at,
+            usage=usage,
+            cost=cost,
+            cache_name=notes.get("cache_name"),
         )
-        if cost is not None:
-            metrics.add_cost(lane, ctx.provider or "", ctx.model or "", cost[0], cost[2])
+
+    services.routelog.record_later(build)
 
 
 def record_failure(services: Services, ctx: LogContext, *, status: int, code: str | None) -> None:
-    _record(services, ctx, lane=ctx.lane, status=status, error_code=code, usage=None, cost=None)
+    latency_ms = ctx.elapsed_ms()
+    fields = _fields(
+        services,
+        ctx,
+        lane=ctx.lane,
+        status=status,
+        error_code=code,
+        latency_ms=latency_ms,
+        at=services.clock.now(),
+        usage=None,
+        cost=None,
+    )
+    services.routelog.record(**fields)
     metrics = services.extras.get("metrics")
     if metrics is not None:
-        metrics.observe_request(
-            ctx.lane,
-            ctx.provider or "",
-            ctx.model or "",
-            status,
-            ctx.elapsed_ms() / 1000.0,
-            (ctx.upstream_ms or 0.0) / 1000.0,
-        )
+        _observe(metrics, ctx, ctx.lane, status, latency_ms)
+
+
+def _observe(metrics: Any, ctx: LogContext, lane: str, status: int, latency_ms: float) -> None:
+    metrics.observe_request(
+        lane,
+        ctx.provider or "",
+        ctx.model or "",
+        status,
+        latency_ms / 1000.0,
+        (ctx.upstream_ms or 0.0) / 1000.0,
+    )
 
 
 def _cost(
@@ -92,6 +111,7 @@ def _cost(
     lane: str,
     usage: Usage | None,
     notes: Mapping[str, Any],
+    at: float,
 ) -> tuple[float, float, float] | None:
     pricer = services.extras.get("pricer")
     if pricer is None or usage is None:
@@ -103,7 +123,7 @@ def _cost(
         model=decision.upstream_model,
         usage=usage,
         lane=lane,
-        at=services.clock.now(),
+        at=at,
         cache_storage_usd=float(notes.get("cache_storage_usd") or 0.0),
     )
     if result is None:
@@ -111,38 +131,40 @@ def _cost(
     return (result.actual, result.baseline, result.saved)
 
 
-def _record(
+def _fields(
     services: Services,
     ctx: LogContext,
     *,
     lane: str,
     status: int,
     error_code: str | None,
+    latency_ms: float,
+    at: float,
     usage: Usage | None,
     cost: tuple[float, float, float] | None,
     cache_name: str | None = None,
-) -> None:
-    services.routelog.record(
-        ts_ms=int(services.clock.now() * 1000),
-        request_id=ctx.request_id,
-        key_name=ctx.key_name,
-        endpoint=ctx.endpoint,
-        model=ctx.model,
-        provider=ctx.provider,
-        lane=lane,
-        reason=ctx.reason,
-        status=status,
-        error_code=error_code,
-        stream=int(ctx.stream),
-        latency_ms=round(ctx.elapsed_ms(), 3),
-        upstream_ms=None if ctx.upstream_ms is None else round(ctx.upstream_ms, 3),
-        attempts=ctx.attempts,
-        prompt_tokens=usage.prompt_tokens if usage else None,
-        completion_tokens=usage.completion_tokens if usage else None,
-        cached_tokens=usage.cached_tokens if usage else None,
-        reasoning_tokens=usage.reasoning_tokens if usage else None,
-        cost_usd=cost[0] if cost else None,
-        baseline_usd=cost[1] if cost else None,
-        saved_usd=cost[2] if cost else None,
-        cache_name=cache_name,
-    )
+) -> dict[str, Any]:
+    return {
+        "ts_ms": int(at * 1000),
+        "request_id": ctx.request_id,
+        "key_name": ctx.key_name,
+        "endpoint": ctx.endpoint,
+        "model": ctx.model,
+        "provider": ctx.provider,
+        "lane": lane,
+        "reason": ctx.reason,
+        "status": status,
+        "error_code": error_code,
+        "stream": int(ctx.stream),
+        "latency_ms": round(latency_ms, 3),
+        "upstream_ms": None if ctx.upstream_ms is None else round(ctx.upstream_ms, 3),
+        "attempts": ctx.attempts,
+        "prompt_tokens": usage.prompt_tokens if usage else None,
+        "completion_tokens": usage.completion_tokens if usage else None,
+        "cached_tokens": usage.cached_tokens if usage else None,
+        "reasoning_tokens": usage.reasoning_tokens if usage else None,
+        "cost_usd": cost[0] if cost else None,
+        "baseline_usd": cost[1] if cost else None,
+        "saved_usd": cost[2] if cost else None,
+        "cache_name": cache_name,
+    }

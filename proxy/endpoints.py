@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -207,23 +206,12 @@ async def _complete(
         raise UpstreamFailure(error) from None
     ctx.upstream_ms = (time.perf_counter() - started) * 1000.0
     lane = accounting.lane_of(decision, reply.notes)
-    headers = {**reply.headers, "x-costroute-lane": lane, "x-request-id": ctx.request_id}
-    return Response(
-        reply.body,
-        media_type="application/json",
-        headers=headers,
-        background=BackgroundTask(_log_reply, services, ctx, decision, reply, lane),
-    )
-
-
-async def _log_reply(
-    services: Services, ctx: LogContext, decision: Decision, reply: Reply, lane: str
-) -> None:
-    # Async on purpose: Starlette runs a sync background task in its thread pool, a
-    # thread hop per request for work that only appends to a buffer.
+    # Only queued here: the row (usage, cost, metrics) is built in the log writer's batch.
     accounting.record_success(
         services, ctx, decision, lane=lane, payload=reply.parsed, notes=reply.notes
     )
+    headers = {**reply.headers, "x-costroute-lane": lane, "x-request-id": ctx.request_id}
+    return Response(reply.body, media_type="application/json", headers=headers)
 
 
 def _adapter_headers(request: Request, ctx: LogContext) -> dict[str, str]:

@@ -4,6 +4,7 @@ request ids and the per-request log context."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -14,9 +15,15 @@ from starlette.requests import Request
 
 from proxy.errors import BadRequest, PayloadTooLarge, RequestTimeout
 
+# Request ids need to be unique, not secret (they are echoed to the caller and key
+# nothing): a random per-process prefix and a counter. os.urandom per request measured
+# at 2-3 % of the request path's CPU here.
+_ID_PREFIX = "req_" + secrets.token_hex(6)
+_id_counter = itertools.count(1)
+
 
 def new_request_id() -> str:
-    return "req_" + secrets.token_hex(12)
+    return f"{_ID_PREFIX}{next(_id_counter):012x}"
 
 
 async def read_body(request: Request, limit: int, seconds: float) -> bytes:

@@ -169,6 +169,9 @@ class GroupCommit(Generic[T, R]):
     ``apply(conn, items)`` runs inside one ``BEGIN IMMEDIATE`` transaction and returns one
     result per item; ``submit`` resolves after the commit. ``submit_nowait`` is for writes
     nobody waits on (the routing log); ``drain`` flushes everything pending.
+    ``prepare(items)``, if given, runs on each batch just before its transaction (work
+    the submitters left for later, done once per batch instead of on their path); it
+    returns one item per item.
     """
 
     def __init__(
@@ -179,9 +182,11 @@ class GroupCommit(Generic[T, R]):
         max_items: int = 2048,
         linger: float = 0.0,
         name: str = "group-commit",
+        prepare: Callable[[list[T]], list[T]] | None = None,
     ) -> None:
         self._db = db
         self._apply = apply
+        self._prepare = prepare
         self._max_items = max_items
         self._linger = linger
         self._name = name
@@ -238,9 +243,12 @@ class GroupCommit(Generic[T, R]):
         if not batch:
             self._idle.set()
             return
+        items = [item for item, _ in batch]
         try:
+            if self._prepare is not None:
+                items = self._prepare(items)
             async with self._db.transaction() as conn:
-                results = await self._apply(conn, [item for item, _ in batch])
+                results = await self._apply(conn, items)
         except Exception as exc:
             log.exception("%s: write of %d items failed", self._name, len(batch))
             for _, future in batch:

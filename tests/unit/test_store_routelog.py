@@ -95,3 +95,42 @@ async def test_routelog_buffers_and_flushes(tmp_path: Path) -> None:
     finally:
         await log.stop()
         await db.close()
+
+
+async def test_rows_built_later_are_built_once_in_order_and_one_bad_builder_costs_one_row(
+    tmp_path: Path,
+) -> None:
+    db = await Database.open(tmp_path / "later.db")
+    log = RouteLog(db, linger=0.05)
+    log.start()
+    built: list[int] = []
+
+    def builder(i: int):  # type: ignore[no-untyped-def]
+        def build() -> dict[str, object] | None:
+            built.append(i)
+            if i == 3:
+                raise RuntimeError("a bug in one row")
+            if i == 4:
+                return None  # nothing to log
+            if i == 5:
+                return {"bogus": 1}  # unknown column: skipped like a failure
+            return {"ts_ms": i, "request_id": f"req_{i}", "endpoint": "/e", "lane": "realtime",
+                    "reason": "r", "status": 200}  # fmt: skip
+
+        return build
+
+    try:
+        log.record_later(builder(0))
+        log.record(ts_ms=1, request_id="req_1", endpoint="/e", lane="realtime", reason="r",
+                   status=200)  # fmt: skip
+        for i in range(2, 7):
+            log.record_later(builder(i))
+        # Queued, not built: the request's path paid only for the append.
+        assert built == []
+        await log.flush()
+        rows = await db.fetchall("SELECT request_id FROM routes ORDER BY id")
+        assert [r[0] for r in rows] == ["req_0", "req_1", "req_2", "req_6"]
+        assert built == [0, 2, 3, 4, 5, 6]
+    finally:
+        await log.stop()
+        await db.close()

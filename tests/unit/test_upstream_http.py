@@ -201,6 +201,14 @@ async def test_bodies_over_the_cap_are_refused(provider: Provider) -> None:
     try:
         response = await upstream.post("/chat/completions", orjson.dumps(REQUEST), {})
         try:
+            # The declared Content-Length already says too much: nothing is read.
+            with pytest.raises(UpstreamProtocolError):
+                await response.read(10)
+        finally:
+            await response.close()
+        response = await upstream.post("/chat/completions", orjson.dumps(REQUEST), {})
+        try:
+            # Counted while reading (the path for bodies of unknown length).
             with pytest.raises(UpstreamProtocolError):
                 await read_capped(response, 10)
         finally:
