@@ -3,7 +3,6 @@ request ids and the per-request log context."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import secrets
 import time
@@ -13,6 +12,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
+from proxy.deadlines import deadline
 from proxy.errors import BadRequest, PayloadTooLarge, RequestTimeout
 
 # Request ids need to be unique, not secret (they are echoed to the caller and key
@@ -31,7 +31,7 @@ async def read_body(request: Request, limit: int, seconds: float) -> bytes:
     Content-Length before reading anything, else while streaming it in; and (408) when
     the client takes longer than ``seconds`` to send it."""
     try:
-        async with asyncio.timeout(seconds):
+        async with deadline(seconds):
             return await _read_body(request, limit)
     except TimeoutError:
         raise RequestTimeout(

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from adapters.errors import AdapterError, UpstreamTimeout
+from proxy.deadlines import deadline
 from proxy.retry import retry_delay
 from proxy.settings import RetrySettings
 
@@ -41,7 +42,7 @@ async def call_with_retries(
 async def within(seconds: float, call: Callable[[], Awaitable[T]]) -> T:
     """``call()``, or ``UpstreamTimeout`` once ``seconds`` have passed."""
     try:
-        async with asyncio.timeout(seconds):
+        async with deadline(seconds):
             return await call()
     except TimeoutError:
         raise UpstreamTimeout() from None
