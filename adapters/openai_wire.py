@@ -128,23 +128,28 @@ async def sse_event_groups(
     """
     buffer = bytearray()
     scanned = 0  # bytes already searched for a separator (at most 3 need a re-look)
+    crlf = False  # CRLF line ends seen: only then is the slower two-separator search needed
     async for chunk in chunks:
         buffer += chunk
+        crlf = crlf or b"\r" in chunk
         group: list[bytes] = []
+        start = 0  # events before this offset are done; cut from the buffer once per read
         while True:
-            end, sep_len = _event_end(buffer, max(0, scanned - 3))
+            end, sep_len = _event_end(buffer, max(start, scanned - 3), crlf)
             if end < 0:
-                scanned = len(buffer)
+                scanned = len(buffer) - start
                 if scanned > max_event_bytes:
                     raise UpstreamProtocolError(
                         f"An upstream stream event is larger than {max_event_bytes} bytes."
                     )
                 break
-            payload = _data_of(bytes(buffer[:end]))
-            del buffer[: end + sep_len]
+            payload = _data_of(bytes(buffer[start:end]))
+            start = end + sep_len
             scanned = 0
             if payload is not None:
                 group.append(payload)
+        if start:
+            del buffer[:start]
         if group:
             yield group
     if bytes(buffer).strip():
@@ -153,15 +158,19 @@ async def sse_event_groups(
             yield [payload]
 
 
-def _event_end(buffer: bytearray, start: int = 0) -> tuple[int, int]:
+def _event_end(buffer: bytearray, start: int = 0, crlf: bool = True) -> tuple[int, int]:
     lf = buffer.find(b"\n\n", start)
-    crlf = buffer.find(b"\r\n\r\n", start)
-    if crlf >= 0 and (lf < 0 or crlf < lf):
-        return crlf, 4
+    if not crlf:
+        return lf, 2
+    crlf_at = buffer.find(b"\r\n\r\n", start)
+    if crlf_at >= 0 and (lf < 0 or crlf_at < lf):
+        return crlf_at, 4
     return lf, 2
 
 
 def _data_of(raw: bytes) -> bytes | None:
+    if raw.startswith(b"data: ") and b"\n" not in raw and b"\r" not in raw:
+        return raw[6:]  # the usual one-line event
     lines = []
     for line in raw.splitlines():
         if line.startswith(b"data:"):

@@ -99,3 +99,20 @@ def test_status_error_survives_non_json_bodies() -> None:
     assert error.status == 502
     assert error.retryable
     assert "502" in error.message
+
+
+async def test_sse_events_are_the_same_however_the_stream_is_cut() -> None:
+    # LF events first, CRLF ones only later (the parser switches to the two-separator
+    # search when it first sees a CR), a multi-line event and a comment in between.
+    stream = (
+        b'data: {"a":1}\n\ndata: {"b":2}\n\n: ping\n\n'
+        b"data: x\r\ndata: y\r\n\r\n"
+        b'data: {"c":3}\n\ndata: [DONE]\n\n'
+    )
+    expected = [b'{"a":1}', b'{"b":2}', b"x\ny", b'{"c":3}', b"[DONE]"]
+    assert await _collect(stream) == expected
+    for cut in range(1, len(stream)):
+        assert await _collect(stream[:cut], stream[cut:]) == expected, cut
+    for size in (1, 2, 3, 5, 7):
+        parts = [stream[i : i + size] for i in range(0, len(stream), size)]
+        assert await _collect(*parts) == expected, size
