@@ -32,6 +32,7 @@ from proxy.admin import admin_routes
 from proxy.auth import Authenticator
 from proxy.context import Services
 from proxy.errors import NotFound, ProxyError, render
+from proxy.gc_tuning import tune_for_serving
 from proxy.gemini_wiring import CacheMaintenance, build_gemini_adapter
 from proxy.http_io import LogContext
 from proxy.metrics import Metrics
@@ -54,8 +55,11 @@ def create_app(
     clock: Clock | None = None,
     environ: Mapping[str, str] | None = None,
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+    tune_gc: bool = False,
 ) -> Starlette:
-    """``transports`` replaces a provider's aiohttp pool (by provider name) in tests."""
+    """``transports`` replaces a provider's aiohttp pool (by provider name) in tests.
+    ``tune_gc`` (``costroute serve``): the collector settings of ``proxy.gc_tuning``,
+    applied once start-up is done; process-wide, so not for apps made inside tests."""
     authenticator = Authenticator(resolve_client_keys(settings, environ))
     provider_keys = {
         name: resolve_provider_key(name, provider, environ)
@@ -85,6 +89,8 @@ def create_app(
         await maintenance.reconcile()
         maintenance.start()
         await scheduler.start()
+        if tune_gc:
+            tune_for_serving()
         try:
             yield
         finally:

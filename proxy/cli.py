@@ -96,7 +96,7 @@ def _serve(args: argparse.Namespace) -> int:
                 "configure [[auth.keys]] (or bind to 127.0.0.1)"
             )
         log.warning("no client keys configured: every caller is accepted (loopback only)")
-    app = create_app(settings)
+    app = create_app(settings, tune_gc=True)
     uvicorn.run(
         app,
         host=host,

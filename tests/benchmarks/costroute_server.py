@@ -59,7 +59,7 @@ def main() -> None:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = bench_settings(args.upstream, args.db)
-    app = create_app(settings, environ=ENV)
+    app = create_app(settings, environ=ENV, tune_gc=True)  # as `costroute serve`
     http: Any = args.http
     if args.http == "httptools":
         # What `costroute serve` runs: httptools behind the header deadline and size guard.

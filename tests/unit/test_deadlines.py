@@ -64,8 +64,19 @@ async def test_deadlines_ending_together_share_one_timer() -> None:
 
 
 async def test_nested_deadlines_the_inner_one_fires_first() -> None:
-    with pytest.raises(TimeoutError):
+    reached: list[str] = []
+
+    async def nested() -> None:
         async with deadline(10):
-            async with deadline(0.1):
-                await asyncio.sleep(10)
-            pytest.fail("the inner deadline should have ended the block")
+            try:
+                async with deadline(0.1):
+                    await asyncio.sleep(10)
+            except TimeoutError:
+                reached.append("inner timed out")
+                raise
+
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await nested()
+    assert reached == ["inner timed out"]
+    assert time.monotonic() - started < 1
