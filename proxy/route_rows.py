@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.jobs import NewTicket, Outcome, Ticket, TicketStatus
+from proxy.jobs import NewTicket, Outcome, TicketFacts, TicketStatus
 from proxy.store.routes import COLUMNS
 
 _INDEX = {name: i for i, name in enumerate(COLUMNS)}
@@ -42,7 +42,7 @@ def accepted(item: NewTicket, ticket_id: str, replayed: bool) -> tuple[Any, ...]
     )
 
 
-def final(ticket: Ticket, outcome: Outcome, *, now_ms: int) -> tuple[Any, ...]:
+def final(ticket: TicketFacts, outcome: Outcome, *, now_ms: int) -> tuple[Any, ...]:
     """The row for ``ticket`` (as it was before it ended) ending with ``outcome``, in the
     lane that served it."""
     error = outcome.error or {}

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -67,15 +67,44 @@ async def insert_values(
     steps once per row and takes the GIL back after each step, a whole statement runs
     without the GIL: the writer thread no longer waits on a busy event loop between
     rows."""
+    for sql, params in values_statements(f"{head} VALUES ", rows, f" {tail}"):
+        await conn.execute(sql, params)
+
+
+async def update_values(
+    conn: aiosqlite.Connection,
+    head: str,
+    rows: Sequence[Sequence[Any]],
+    tail: str,
+    *,
+    before: Sequence[Any] = (),
+    after: Sequence[Any] = (),
+) -> None:
+    """``head (VALUES (?, ...), ...) tail``: an ``UPDATE ... FROM`` (SQLite 3.33+) over
+    many rows in as few statements as the parameter limit allows, for the same reason
+    as ``insert_values``. ``before`` and ``after`` are the parameters of ``head`` and
+    ``tail``, repeated in each statement."""
+    statements = values_statements(
+        f"{head} (VALUES ", rows, f") {tail}", reserved=len(before) + len(after)
+    )
+    for sql, params in statements:
+        await conn.execute(sql, [*before, *params, *after])
+
+
+def values_statements(
+    head: str, rows: Sequence[Sequence[Any]], tail: str, *, reserved: int = 0
+) -> Iterator[tuple[str, list[Any]]]:
+    """``head (?, ...), (?, ...) tail`` with the flattened parameters, splitting ``rows``
+    so that no statement binds more than ``MAX_PARAMS`` (``reserved`` of them are
+    the caller's own)."""
     if not rows:
         return
     width = len(rows[0])
-    per = max(1, MAX_PARAMS // width)
+    per = max(1, (MAX_PARAMS - reserved) // width)
     one = "(" + ", ".join("?" * width) + ")"
     for start in range(0, len(rows), per):
         part = rows[start : start + per]
-        sql = f"{head} VALUES {', '.join([one] * len(part))} {tail}"
-        await conn.execute(sql, [value for row in part for value in row])
+        yield f"{head}{', '.join([one] * len(part))}{tail}", [v for row in part for v in row]
 
 
 class Database:
