@@ -96,15 +96,27 @@ def values_statements(
 ) -> Iterator[tuple[str, list[Any]]]:
     """``head (?, ...), (?, ...) tail`` with the flattened parameters, splitting ``rows``
     so that no statement binds more than ``MAX_PARAMS`` (``reserved`` of them are
-    the caller's own)."""
+    the caller's own).
+
+    A column that is NULL in every row of a statement is written as the literal
+    ``NULL`` instead of being bound: CPython's sqlite3 (3.11) binds ``None`` through
+    its adapter lookup, ~0.7 µs a value against ~0.06 µs for an int, holding the GIL,
+    and routing-log rows carry half a dozen such columns. The statement's text then
+    depends only on which columns those are, so the statement cache still hits."""
     if not rows:
         return
     width = len(rows[0])
     per = max(1, (MAX_PARAMS - reserved) // width)
-    one = "(" + ", ".join("?" * width) + ")"
     for start in range(0, len(rows), per):
         part = rows[start : start + per]
-        yield f"{head}{', '.join([one] * len(part))}{tail}", [v for row in part for v in row]
+        bound = [column.count(None) != len(column) for column in zip(*part, strict=True)]
+        one = "(" + ", ".join("?" if keep else "NULL" for keep in bound) + ")"
+        sql = f"{head}{', '.join([one] * len(part))}{tail}"
+        if all(bound):
+            yield sql, [v for row in part for v in row]
+        else:
+            kept = [i for i, keep in enumerate(bound) if keep]
+            yield sql, [row[i] for row in part for i in kept]
 
 
 class Database:

@@ -35,6 +35,26 @@ async def test_insert_values_splits_rows_across_statements(
         await db.close()
 
 
+def test_all_null_columns_are_written_as_literals_not_bound() -> None:
+    rows = [(1, None, None), (2, None, b"x")]
+    [(sql, params)] = list(dbmod.values_statements("H ", rows, " T"))
+    assert sql == "H (?, NULL, ?), (?, NULL, ?) T"
+    assert params == [1, None, 2, b"x"]
+
+
+async def test_null_literals_store_null_even_over_a_column_default(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "n.db")
+    try:
+        rows = [(i, None, None if i % 2 else "s") for i in range(5)]
+        async with db.transaction() as conn:
+            await conn.execute("CREATE TABLE t (a INTEGER, b INTEGER DEFAULT 7, c TEXT)")
+            await insert_values(conn, "INSERT INTO t (a, b, c)", rows)
+        found = await db.fetchall("SELECT a, b, c FROM t ORDER BY a")
+        assert [tuple(row) for row in found] == rows
+    finally:
+        await db.close()
+
+
 async def test_writer_gets_the_bulk_pragmas_and_the_reader_does_not(tmp_path: Path) -> None:
     db = await Database.open(tmp_path / "p.db")
     try:
