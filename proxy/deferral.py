@@ -27,7 +27,15 @@ from proxy import route_rows
 from proxy.batchfiles import upstream_body, usage_of
 from proxy.context import Caller, Services
 from proxy.errors import InvalidHeader
-from proxy.jobs import NewTicket, Outcome, Ticket, TicketStatus, new_ticket_id, ticket_object
+from proxy.jobs import (
+    NewTicket,
+    Outcome,
+    Ticket,
+    TicketFacts,
+    TicketStatus,
+    new_ticket_id,
+    ticket_object,
+)
 from proxy.planner import Decision
 from proxy.realtime import call_with_retries
 from proxy.store import tickets as store
@@ -224,7 +232,7 @@ def finalized(services: Services, ticket_ids: Iterable[str]) -> None:
         found.notify(ticket_ids)
 
 
-def priced(services: Services, ticket: Ticket, outcome: Outcome) -> Outcome:
+def priced(services: Services, ticket: TicketFacts, outcome: Outcome) -> Outcome:
     """``outcome`` with its cost in the lane that served ``ticket``: the baseline is what
     real time would have cost when the caller asked (``received_at``)."""
     pricer = services.extras.get("pricer")

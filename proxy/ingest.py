@@ -28,8 +28,14 @@ from proxy.store import batches as bstore
 log = logging.getLogger(__name__)
 
 # Lines applied per transaction: big enough to amortise commits, small enough that
-# enqueues waiting for the writer are not held up for long.
-_CHUNK = 2000
+# enqueues waiting for the writer are not held up for long. Result lines arrive in any
+# order and ticket ids are random, so every chunk rewrites a share of the pages of the
+# ticket table and of the ids-keyed indexes (events, results) that grows with the chunk
+# until it covers them all: each chunk's commit copies those pages into the WAL. At
+# 2,000 lines a 50,000-line ingest wrote 634 MB, at 5,000 it writes 423 MB and runs
+# ~17 % faster. The price: the writer (and any enqueue waiting for it) is held longer
+# per chunk, 0.25-0.4 s against 0.18-0.25 s (2 busy cores, Python work included).
+_CHUNK = 5000
 
 
 @dataclass(frozen=True, slots=True)

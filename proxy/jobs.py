@@ -32,7 +32,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -153,6 +153,34 @@ class Ticket:
     completion_tokens: int | None = None
     cached_tokens: int | None = None
     cost_usd: float | None = None
+
+
+class TicketFacts(Protocol):
+    """What pricing, routing-log rows and webhooks read of a ticket that is about to
+    end: a ``Ticket``, or the lighter row that batch ingest loads for each line."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def key_name(self) -> str: ...
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def endpoint(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def provider(self) -> str: ...
+    @property
+    def upstream_model(self) -> str: ...
+    @property
+    def lane(self) -> str: ...
+    @property
+    def created_ms(self) -> int: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def callback_url(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,19 +14,13 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiosqlite
 import orjson
 
-from proxy.jobs import Batch, BatchState, Outcome, Ticket, TicketStatus, check_batch
-from proxy.store.db import Database, insert_values
+from proxy.jobs import Batch, BatchState, Outcome, TicketFacts, TicketStatus, check_batch
+from proxy.store.db import MAX_PARAMS, Database, insert_values, update_values
 from proxy.store.routes import insert_routes
-from proxy.store.tickets import (
-    LIGHT_COLUMNS,
-    add_events,
-    add_webhooks,
-    chunks,
-    marks,
-    ticket_from_row,
-)
+from proxy.store.tickets import add_events, add_webhooks, chunks, marks
 
 _BATCH_COLUMNS = (
     "id, provider, model, endpoint, status, created_ms, line_count, bytes, est_tokens, "
@@ -273,10 +267,47 @@ async def record_poll(
 
 
 @dataclass(slots=True)
+class Waiting:
+    """The columns of a ticket that applying a batch line reads. Not frozen and not a
+    ``Ticket``: ingest builds one per line, and a 25-field frozen dataclass cost
+    more than twice as much to construct."""
+
+    id: str
+    status: str
+    lane: str
+    attempts: int
+    callback_url: str | None
+    request_id: str
+    key_name: str
+    endpoint: str
+    model: str
+    provider: str
+    upstream_model: str
+    created_ms: int
+
+
+_WAITING = (
+    "id, status, lane, attempts, callback_url, request_id, key_name, endpoint, model, "
+    "provider, upstream_model, created_ms"
+)
+# Each chunk's final states as one statement (see ``update_values``); the condition
+# on status and batch keeps a second ingest after a crash from finishing a ticket twice.
+_FINISH = (
+    "UPDATE tickets SET status = v.column1, updated_ms = ?, finished_ms = ?, "
+    "error = v.column2, prompt_tokens = v.column3, completion_tokens = v.column4, "
+    "cached_tokens = v.column5, cost_usd = v.column6, baseline_usd = v.column7, "
+    "saved_usd = v.column8 FROM"
+)
+_FINISH_WHERE = (
+    "AS v WHERE tickets.id = v.column9 AND tickets.status = 'submitted' AND tickets.batch_id = ?"
+)
+
+
+@dataclass(slots=True)
 class Applied:
     """What one ``apply_outcomes`` call really changed."""
 
-    final: list[tuple[Ticket, Outcome]] = field(default_factory=list)
+    final: list[tuple[TicketFacts, Outcome]] = field(default_factory=list)
     requeued: list[str] = field(default_factory=list)
     # Lines for tickets no longer waiting on this batch (deadline guard took over).
     ignored: list[tuple[str, str]] = field(default_factory=list)
@@ -290,8 +321,8 @@ async def apply_outcomes(
     now_ms: int,
     max_attempts: int,
     refund: bool = False,
-    price: Callable[[Ticket, Outcome], Outcome] | None = None,
-    route: Callable[[Ticket, Outcome], Sequence[Any]] | None = None,
+    price: Callable[[TicketFacts, Outcome], Outcome] | None = None,
+    route: Callable[[TicketFacts, Outcome], Sequence[Any]] | None = None,
 ) -> Applied:
     """Apply per-line outcomes of one batch in one transaction. A retryable outcome
     requeues its ticket while attempts remain and fails it after that; with ``refund``
@@ -301,67 +332,70 @@ async def apply_outcomes(
     applied = Applied()
     by_id = {o.ticket_id: o for o in outcomes}
     async with db.transaction() as conn:
-        rows: list[Ticket] = []
-        for part in chunks(list(by_id)):
-            async with conn.execute(
-                f"SELECT {LIGHT_COLUMNS} FROM tickets "
-                f"WHERE batch_id = ? AND id IN ({marks(len(part))})",
-                [batch_id, *part],
-            ) as cursor:
-                rows.extend(ticket_from_row(row) for row in await cursor.fetchall())
+        rows = await _waiting(conn, batch_id, list(by_id))
         finals: list[tuple[Any, ...]] = []
         results: list[tuple[str, bytes]] = []
-        retries: list[tuple[Any, ...]] = []
+        retries: list[str] = []
         events: list[tuple[str, int, str | None, str, str]] = []
         for ticket in rows:
             outcome = by_id[ticket.id]
-            if ticket.status is not TicketStatus.SUBMITTED:
+            if ticket.status != "submitted":
                 # Already settled by this batch (a second ingest after a crash): nothing
                 # to say. Taken over by the deadline guard: a late result, logged.
                 if ticket.lane == "realtime":
-                    applied.ignored.append((ticket.id, ticket.status.value))
-                    events.append((ticket.id, now_ms, ticket.status.value, ticket.status.value,
+                    applied.ignored.append((ticket.id, ticket.status))
+                    events.append((ticket.id, now_ms, ticket.status, ticket.status,
                                    f"late result from {batch_id} ignored"))  # fmt: skip
                 continue
             status = outcome.status
             if status is TicketStatus.QUEUED and not refund and ticket.attempts >= max_attempts:
                 status = TicketStatus.FAILED
             if status is TicketStatus.QUEUED:
-                retries.append((int(refund), now_ms, ticket.id, batch_id))
+                retries.append(ticket.id)
                 applied.requeued.append(ticket.id)
             else:
                 if price is not None and status is TicketStatus.COMPLETED:
                     outcome = price(ticket, outcome)
                 finals.append(
                     (
-                        status.value, now_ms, now_ms,
+                        status.value,
                         None if outcome.error is None else orjson.dumps(outcome.error),
                         outcome.prompt_tokens, outcome.completion_tokens, outcome.cached_tokens,
-                        *(outcome.cost or (None, None, None)), ticket.id, batch_id,
+                        *(outcome.cost or (None, None, None)), ticket.id,
                     )
                 )  # fmt: skip
                 applied.final.append((ticket, _with_status(outcome, status)))
                 if status is TicketStatus.COMPLETED and outcome.result is not None:
                     results.append((ticket.id, outcome.result))
             events.append((ticket.id, now_ms, "submitted", status.value, outcome.detail))
-        await conn.executemany(
-            "UPDATE tickets SET status = ?, updated_ms = ?, finished_ms = ?, "
-            "error = ?, prompt_tokens = ?, completion_tokens = ?, cached_tokens = ?, "
-            "cost_usd = ?, baseline_usd = ?, saved_usd = ? "
-            "WHERE id = ? AND status = 'submitted' AND batch_id = ?",
-            finals,
+        await update_values(
+            conn, _FINISH, finals, _FINISH_WHERE, before=(now_ms, now_ms), after=(batch_id,)
         )
         await insert_values(conn, "INSERT INTO ticket_results (ticket_id, result)", results)
-        await conn.executemany(
-            "UPDATE tickets SET status = 'queued', batch_id = NULL, attempts = attempts - ?, "
-            "updated_ms = ? WHERE id = ? AND status = 'submitted' AND batch_id = ?",
-            retries,
-        )
+        for part in chunks(retries, MAX_PARAMS - 3):
+            await conn.execute(
+                "UPDATE tickets SET status = 'queued', batch_id = NULL, attempts = attempts - ?, "
+                "updated_ms = ? WHERE status = 'submitted' AND batch_id = ? "
+                f"AND id IN ({marks(len(part))})",
+                [int(refund), now_ms, batch_id, *part],
+            )
         await add_events(conn, events)
         await add_webhooks(conn, [t for t, _ in applied.final if t.callback_url], now_ms)
         if route is not None:
             await insert_routes(conn, [route(t, o) for t, o in applied.final])
     return applied
+
+
+async def _waiting(conn: aiosqlite.Connection, batch_id: str, ids: list[str]) -> list[Waiting]:
+    """The tickets of ``ids`` still claimed by ``batch_id`` (in any status)."""
+    found: list[Waiting] = []
+    for part in chunks(ids, MAX_PARAMS - 1):
+        rows = await conn.execute_fetchall(
+            f"SELECT {_WAITING} FROM tickets WHERE batch_id = ? AND id IN ({marks(len(part))})",
+            [batch_id, *part],
+        )
+        found.extend(Waiting(*row) for row in rows)
+    return found
 
 
 def _with_status(outcome: Outcome, status: TicketStatus) -> Outcome:

@@ -15,7 +15,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from proxy.jobs import NewTicket, Ticket, TicketStatus, check_ticket
+from proxy.jobs import NewTicket, Ticket, TicketFacts, TicketStatus, check_ticket
 from proxy.store.db import Database, insert_values
 from proxy.store.routes import insert_routes
 
@@ -31,11 +31,6 @@ COLUMNS = (
     "(SELECT result FROM ticket_results WHERE ticket_id = tickets.id), "
     "error, prompt_tokens, completion_tokens, "
     "cached_tokens, cost_usd"
-)
-# The same row shape without the result and error payloads, for bulk steps that only
-# need a ticket's identity and routing facts.
-LIGHT_COLUMNS = COLUMNS.replace(
-    "(SELECT result FROM ticket_results WHERE ticket_id = tickets.id), error,", "NULL, NULL,"
 )
 # SQLite's default limit on host parameters is 999 on old builds; stay well below it.
 CHUNK = 500
@@ -413,7 +408,9 @@ async def note(db: Database, ticket_id: str, now_ms: int, status: str, detail: s
 # --- webhooks ------------------------------------------------------------------------
 
 
-async def add_webhooks(conn: aiosqlite.Connection, tickets: Sequence[Ticket], now_ms: int) -> None:
+async def add_webhooks(
+    conn: aiosqlite.Connection, tickets: Sequence[TicketFacts], now_ms: int
+) -> None:
     await conn.executemany(
         "INSERT INTO webhooks (ticket_id, url, status, attempts, next_attempt_ms, updated_ms) "
         "VALUES (?, ?, 'pending', 0, ?, ?) ON CONFLICT (ticket_id) DO NOTHING",

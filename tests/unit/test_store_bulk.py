@@ -1,12 +1,20 @@
-"""Bulk writes: multi-row INSERTs split by the parameter limit, the writer's PRAGMAs,
+"""Bulk writes: multi-row INSERTs and UPDATE ... FROM (VALUES ...) split by the parameter
+limit, a batch chunk applied through them, the writer's PRAGMAs,
 and the partial group index the claim relies on."""
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from proxy import route_rows
+from proxy.jobs import NewTicket, Outcome, TicketFacts, TicketStatus
+from proxy.store import batches as bstore
 from proxy.store import db as dbmod
-from proxy.store.db import Database, insert_values
+from proxy.store import tickets as tstore
+from proxy.store.db import Database, insert_values, update_values
+
+T = TicketStatus
 
 
 async def test_insert_values_splits_rows_across_statements(
@@ -21,6 +29,26 @@ async def test_insert_values_splits_rows_across_statements(
             await conn.execute("CREATE TABLE t (a INTEGER, b TEXT, c BLOB)")
             await insert_values(conn, "INSERT INTO t (a, b, c)", rows)
             await insert_values(conn, "INSERT INTO t (a, b, c)", [])
+        found = await db.fetchall("SELECT a, b, c FROM t ORDER BY a")
+        assert [tuple(row) for row in found] == rows
+    finally:
+        await db.close()
+
+
+def test_all_null_columns_are_written_as_literals_not_bound() -> None:
+    rows = [(1, None, None), (2, None, b"x")]
+    [(sql, params)] = list(dbmod.values_statements("H ", rows, " T"))
+    assert sql == "H (?, NULL, ?), (?, NULL, ?) T"
+    assert params == [1, None, 2, b"x"]
+
+
+async def test_null_literals_store_null_even_over_a_column_default(tmp_path: Path) -> None:
+    db = await Database.open(tmp_path / "n.db")
+    try:
+        rows = [(i, None, None if i % 2 else "s") for i in range(5)]
+        async with db.transaction() as conn:
+            await conn.execute("CREATE TABLE t (a INTEGER, b INTEGER DEFAULT 7, c TEXT)")
+            await insert_values(conn, "INSERT INTO t (a, b, c)", rows)
         found = await db.fetchall("SELECT a, b, c FROM t ORDER BY a")
         assert [tuple(row) for row in found] == rows
     finally:
@@ -52,3 +80,119 @@ async def test_group_index_holds_only_queued_batch_tickets(tmp_path: Path) -> No
         assert gone is None
     finally:
         await db.close()
+
+
+async def test_update_values_splits_rows_and_keeps_the_condition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 8 parameters a statement, 3 of them the caller's: 2 rows of 2 a statement.
+    monkeypatch.setattr(dbmod, "MAX_PARAMS", 8)
+    db = await Database.open(tmp_path / "u.db")
+    try:
+        async with db.transaction() as conn:
+            await conn.execute("CREATE TABLE t (k TEXT, state TEXT, v INTEGER, at INTEGER)")
+            await insert_values(
+                conn, "INSERT INTO t (k, state, v, at)", [(f"k{i}", "open", 0, 0) for i in range(6)]
+            )
+            await conn.execute("UPDATE t SET state = 'shut' WHERE k = 'k4'")
+            await update_values(
+                conn,
+                "UPDATE t SET v = x.column1, at = ? + ? FROM",
+                [(10 + i, f"k{i}") for i in range(6)],
+                "AS x WHERE t.k = x.column2 AND t.state = ?",
+                before=(1, 2),
+                after=("open",),
+            )
+        found = await db.fetchall("SELECT k, v, at FROM t ORDER BY k")
+        expected = [(f"k{i}", 10 + i, 3) for i in range(6)]
+        expected[4] = ("k4", 0, 0)  # the condition held it back
+        assert [tuple(row) for row in found] == expected
+    finally:
+        await db.close()
+
+
+async def test_apply_outcomes_over_several_statements_is_exact_and_idempotent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A tiny parameter limit splits every bulk step of the chunk into many statements.
+    monkeypatch.setattr(dbmod, "MAX_PARAMS", 40)
+    monkeypatch.setattr(bstore, "MAX_PARAMS", 40)
+    db = await Database.open(tmp_path / "a.db")
+    try:
+        items = [_new(i) for i in range(30)]
+        async with db.transaction() as conn:
+            await tstore.insert_tickets(conn, items)
+        groups = await bstore.queued_groups(db)
+        batch = await bstore.claim(
+            db, batch_id="cb_1", group=groups[0], now_ms=NOW, max_lines=100,
+            max_bytes=10**9, line_overhead=0, token_room=None,
+        )  # fmt: skip
+        assert batch is not None
+        ids = [item.id for item in items]
+        # The deadline guard took ticket 0 over before its line arrived.
+        async with db.transaction() as conn:
+            await tstore.move(
+                conn, ids[:1], T.SUBMITTED, T.REALTIME, now_ms=NOW, detail="guard", lane="realtime"
+            )
+        outcomes = [_outcome(i, ticket_id) for i, ticket_id in enumerate(ids)]
+        routed: list[str] = []
+
+        def route(ticket: TicketFacts, outcome: Outcome) -> tuple[Any, ...]:
+            routed.append(ticket.id)
+            return route_rows.final(ticket, outcome, now_ms=NOW)
+
+        first = await bstore.apply_outcomes(
+            db, "cb_1", outcomes, now_ms=NOW, max_attempts=3, route=route
+        )
+        assert first.ignored == [(ids[0], "realtime")]
+        assert sorted(first.requeued) == sorted(ids[i] for i in range(1, 30) if i % 5 == 0)
+        ended = [ids[i] for i in range(1, 30) if i % 5]
+        assert sorted(t.id for t, _ in first.final) == sorted(ended)
+        assert sorted(routed) == sorted(ended)
+        for i, ticket_id in enumerate(ids[1:], start=1):
+            ticket = await tstore.get_ticket(db, ticket_id)
+            assert ticket is not None
+            if i % 5 == 0:
+                assert (ticket.status, ticket.batch_id) == (T.QUEUED, None)
+            elif i % 5 == 1:
+                assert ticket.status is T.FAILED
+                assert ticket.error == {"message": "bad", "type": "invalid_request_error",
+                                        "param": None, "code": "x"}  # fmt: skip
+            else:
+                assert ticket.status is T.COMPLETED
+                assert ticket.result == b'{"n": %d,  "raw":true}' % i
+                assert (ticket.prompt_tokens, ticket.finished_ms) == (i, NOW)
+        # A second ingest of the same lines (after a crash) changes nothing.
+        routed.clear()
+        again = await bstore.apply_outcomes(
+            db, "cb_1", outcomes, now_ms=NOW + 1, max_attempts=3, route=route
+        )
+        assert (again.final, again.requeued, routed) == ([], [], [])
+        count = await db.fetchone("SELECT COUNT(*) FROM routes")
+        assert count is not None
+        assert count[0] == len(ended)
+    finally:
+        await db.close()
+
+
+NOW = 1_767_225_600_000
+
+
+def _new(i: int) -> NewTicket:
+    return NewTicket(
+        id=f"tkt_{i:03d}", key_name="k", request_id=f"req_{i}", idempotency_key=None,
+        endpoint="/v1/chat/completions", model="m", provider="openai", upstream_model="m",
+        lane="batch", reason="test", body=b"{}", est_tokens=1, created_ms=NOW,
+        deadline_ms=NOW + 3_600_000, not_before_ms=0, callback_url=None,
+    )  # fmt: skip
+
+
+def _outcome(i: int, ticket_id: str) -> Outcome:
+    if i % 5 == 0:
+        return Outcome(ticket_id, T.QUEUED, detail="retry")
+    if i % 5 == 1:
+        error = {"message": "bad", "type": "invalid_request_error", "param": None, "code": "x"}
+        return Outcome(ticket_id, T.FAILED, error=error, detail="bad")
+    # Stored exactly as the provider's bytes, spacing included.
+    result = b'{"n": %d,  "raw":true}' % i
+    return Outcome(ticket_id, T.COMPLETED, result=result, prompt_tokens=i, detail="ok")
