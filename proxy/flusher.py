@@ -101,17 +101,18 @@ class Flusher:
                 break
             key = (picked.provider, picked.model, picked.endpoint)
             room, first = await self._token_room(picked.provider, picked.model)
-            batch = await bstore.claim(
-                db,
-                batch_id=new_batch_id(),
-                group=picked,
-                now_ms=now_ms,
-                max_lines=settings.batch.max_lines,
-                max_bytes=settings.batch.max_bytes,
-                line_overhead=line_overhead(picked.endpoint),
-                token_room=room,
-                first_always=first,
-            )
+            async with db.bulk():  # one claim moves up to 50,000 ticket rows
+                batch = await bstore.claim(
+                    db,
+                    batch_id=new_batch_id(),
+                    group=picked,
+                    now_ms=now_ms,
+                    max_lines=settings.batch.max_lines,
+                    max_bytes=settings.batch.max_bytes,
+                    line_overhead=line_overhead(picked.endpoint),
+                    token_room=room,
+                    first_always=first,
+                )
             if batch is None:
                 held.append(f"{picked.model} {picked.endpoint}: waiting: enqueued_token_budget")
                 skip.add(key)

@@ -52,6 +52,13 @@ async def ingest(
     ``AdapterError``) with the batch still ``submitted``, so the next poll retries.
     Without ``read_files`` (its files are gone for good) every ticket still waiting on
     the batch is requeued as if its line were missing."""
+    async with services.db.bulk():
+        return await _ingest(services, batch, info, read_files=read_files)
+
+
+async def _ingest(
+    services: Services, batch: Batch, info: BatchInfo, *, read_files: bool
+) -> Ingested:
     adapter = services.batch[batch.provider]
     files = (info.output_file_id, info.error_file_id) if read_files else ()
     for file_id in files:

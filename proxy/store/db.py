@@ -32,17 +32,20 @@ _PRAGMAS = (
     "PRAGMA foreign_keys=ON",
     "PRAGMA temp_store=MEMORY",
 )
-# Only the writer changes pages, so only it gets a bigger cache (both connections at
-# 64 MB pushed the flush's peak RSS over its budget). An ingest chunk dirties more
-# pages than the default 2 MB holds, and SQLite then spills them into the WAL before
-# the commit. Checkpoints run every ~40 MB of WAL rather than every 4 MB: each one
-# fsyncs and copies hot pages (ticket rows, status indexes) that the next chunk
-# rewrites anyway; after one, the WAL file is truncated back to 64 MB.
+# Checkpoints run every ~40 MB of WAL rather than every 4 MB: each one fsyncs and
+# copies hot pages (ticket rows, status indexes) that the next ingest chunk rewrites
+# anyway; after one, the WAL file is truncated back to 64 MB.
 _WRITER_PRAGMAS = (
-    "PRAGMA cache_size=-32768",
     "PRAGMA wal_autocheckpoint=10000",
     "PRAGMA journal_size_limit=67108864",
 )
+# An ingest chunk dirties more pages than the default 2 MB cache holds, and SQLite then
+# spills them into the WAL before the commit, so batch-sized jobs get 32 MB on the
+# writer for their duration (``Database.bulk``). Only then: kept all the time, the
+# cache filled up with routing-log pages under real-time traffic and the resident size
+# grew by ~18 MB between two equal rounds of the memory benchmark.
+_BULK_CACHE = "PRAGMA cache_size=-32768"
+_DEFAULT_CACHE = "PRAGMA cache_size=-2000"
 
 
 def now_ms() -> int:
@@ -126,6 +129,7 @@ class Database:
         self._reader = reader
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
+        self._bulk_jobs = 0
 
     @classmethod
     async def open(cls, path: str | Path) -> Database:
@@ -141,6 +145,28 @@ class Database:
         async with self._write_lock:
             await self._writer.close()
         await self._reader.close()
+
+    @contextlib.asynccontextmanager
+    async def bulk(self) -> AsyncIterator[None]:
+        """The writer's big page cache while a batch-sized job (an ingest, a flush's
+        claim) runs; back to the default once the last such job ends."""
+        self._bulk_jobs += 1
+        if self._bulk_jobs == 1:
+            async with self._write_lock:
+                await self._writer.execute(_BULK_CACHE)
+        try:
+            yield
+        finally:
+            self._bulk_jobs -= 1
+            if self._bulk_jobs == 0:
+                async with self._write_lock:
+                    await self._writer.execute(_DEFAULT_CACHE)
+
+    async def writer_cache_kib(self) -> int:
+        """The writer's page-cache limit in KiB (for tests of ``bulk``)."""
+        async with self._write_lock, self._writer.execute("PRAGMA cache_size") as cursor:
+            row = await cursor.fetchone()
+        return -int(row[0]) if row is not None else 0
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
