@@ -51,7 +51,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add("--duration", type=float, default=2.0, help="seconds measured per run")
     add("--warmup", type=float, default=0.5, help="seconds discarded before each run")
     add("--concurrency", default="1,16,64")
-    add("--memory-requests", type=int, default=50_000, help="requests per memory round (2)")
+    add("--memory-requests", type=int, default=50_000, help="requests per memory round (3 rounds)")
     add("--batch-tickets", type=int, default=50_000)
     # `costroute serve` runs on uvloop + httptools (both are dependencies).
     add("--server-loop", default="uvloop", help="uvicorn --loop for the proxies under test")

@@ -203,14 +203,16 @@ def memory_rows(result: MemoryResult) -> list[Row]:
         Row(
             f"memory: RSS after {total:,} real-time requests (⅘ JSON, ⅕ SSE, c=64)",
             fmt(result.after_round2_mb, ".1f", " MB"),
-            f"after round 1: {result.after_round1_mb:.1f} MB; {result.errors} errors",
+            f"after round 1: {result.after_round1_mb:.1f} MB, round 3: "
+            f"{result.after_round3_mb:.1f} MB; {result.errors} errors",
             "(reported)",
             "n/a",
         ),
         Row(
-            "memory: growth between two equal rounds",
+            "memory: growth between two equal rounds (2nd → 3rd)",
             fmt(result.growth_mb, "+.1f", " MB"),
-            f"{result.requests_per_round:,} requests per round",
+            f"{result.requests_per_round:,} requests per round; "
+            f"warm-up, 1st → 2nd: {result.warmup_growth_mb:+.1f} MB",
             f"≤ {GROWTH_ALLOWANCE_MB:g} MB (none)",
             verdict(
                 result.growth_mb, result.growth_mb <= GROWTH_ALLOWANCE_MB and not result.errors
