@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import orjson
 
 from tests.benchmarks.batchwork import ticket_body
 from tests.benchmarks.loadgen import run_load
-from tests.benchmarks.procs import REPO, Server
+from tests.benchmarks.procs import REPO, Server, fresh_db
 from tests.benchmarks.realtime import HEADERS
 from tests.benchmarks.stats import cpu_seconds, median
 
@@ -55,7 +56,7 @@ async def enqueue(
     tag: str = "",
     tree: Path = REPO,
 ) -> EnqueueResult:
-    db_path = log_dir / f"costroute-enqueue{tag}.db"
+    db_path = fresh_db(log_dir / f"costroute-enqueue{tag}.db")
     headers = {**HEADERS, "x-latency-tolerance": "24h"}
     rates: list[float] = []
     p50s: list[float] = []
@@ -103,9 +104,10 @@ def batch_flush_ingest(
     log_dir: Path, *, tickets: int, progress: Callable[[str], None]
 ) -> dict[str, Any]:
     """Seed, then flush and ingest in a fresh process against the emulator."""
-    db_path = log_dir / "batch.db"
+    db_path = fresh_db(log_dir / "batch.db")
     files = log_dir / "emulator-files"
-    files.mkdir(exist_ok=True)
+    shutil.rmtree(files, ignore_errors=True)
+    files.mkdir()
     seeded = _batchwork(["seed", "--db", str(db_path), "--tickets", str(tickets)])
     progress(
         f"[batch] seeded {seeded['tickets']} tickets of {seeded['avg_body_bytes']:.0f} bytes "

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.benchmarks.loadgen import run_load
-from tests.benchmarks.procs import Server
+from tests.benchmarks.procs import Server, fresh_db
 from tests.benchmarks.realtime import HEADERS, Case, Target, request_body
 
 
@@ -70,7 +70,11 @@ async def measure(
             Server(
                 "costroute-memory",
                 "tests.benchmarks.costroute_server",
-                ["--upstream", upstream.url, "--db", str(log_dir / "costroute-memory.db"), *args],
+                [
+                    *("--upstream", upstream.url),
+                    *("--db", str(fresh_db(log_dir / "costroute-memory.db"))),
+                    *args,
+                ],
                 log_dir=log_dir,
             )
         )

@@ -16,6 +16,14 @@ from types import TracebackType
 REPO = Path(__file__).resolve().parents[2]
 
 
+def fresh_db(path: Path) -> Path:
+    """``path`` with no database left from an earlier run in the same ``--out`` folder
+    (a reused batch database once held 150,000 tickets and skewed flush and ingest)."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return path
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

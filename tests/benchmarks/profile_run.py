@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.benchmarks import deferred, profiling, realtime
 from tests.benchmarks.loadgen import run_load
-from tests.benchmarks.procs import Server
+from tests.benchmarks.procs import Server, fresh_db
 
 DEFERRED = {"x-latency-tolerance": "24h"}
 WORK: tuple[tuple[str, realtime.Case, dict[str, str], int], ...] = (
@@ -31,7 +31,7 @@ async def profiles(
 ) -> list[str]:
     """Markdown summaries; the raw stacks stay in ``out`` as profile-N.txt."""
     rendered: list[str] = []
-    args = ["--upstream", upstream.url, "--db", str(out / "costroute-profile.db")]
+    args = ["--upstream", upstream.url, "--db", str(fresh_db(out / "costroute-profile.db"))]
     args += ["--loop", loop, "--http", http]
     with Server(
         "costroute-profile", "tests.benchmarks.costroute_server", args, log_dir=out

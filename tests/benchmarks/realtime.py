@@ -19,7 +19,7 @@ import orjson
 
 from tests.benchmarks.costroute_server import CLIENT_KEY, MODELS
 from tests.benchmarks.loadgen import run_load
-from tests.benchmarks.procs import REPO, Server
+from tests.benchmarks.procs import REPO, Server, fresh_db
 from tests.benchmarks.stats import cpu_seconds, median
 
 PATH = "/v1/chat/completions"
@@ -134,7 +134,7 @@ def start_targets(
         targets.append(Target(name, floor.url, floor.pid))
     trees = {"costroute": REPO, **({"candidate": candidate} if candidate else {})}
     for name, tree in trees.items():
-        db = str(log_dir / f"{name}{tag}.db")
+        db = str(fresh_db(log_dir / f"{name}{tag}.db"))
         proxy = stack.enter_context(
             Server(
                 f"{name}{tag}",
