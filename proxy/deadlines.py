@@ -11,7 +11,8 @@ a libuv timer started and cancelled), and each request used two; this one measur
 deadline. The deadlines guarded this way (body upload, whole upstream attempt) are
 seconds to minutes long, so the slack is immaterial. A slot's timer is left to fire even
 once its deadlines are gone (cancelling it would cost what sharing saves), so at most
-~100 timers per distinct deadline length are pending.
+~100 timers per distinct deadline length are pending; the sets of open deadlines are
+dropped as soon as they empty.
 """
 
 from __future__ import annotations
@@ -23,19 +24,31 @@ from types import TracebackType
 
 RESOLUTION = 0.05
 
-# Per event loop: a slot's end time -> the deadlines that end then (one timer each).
-_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, set[deadline]]] = (
+
+
+class _Slots:
+    """One event loop's open deadlines by slot end time, and the slots with a timer."""
+
+    __slots__ = ("members", "timed")
+
+    def __init__(self) -> None:
+        self.members: dict[float, set[deadline]] = {}
+        self.timed: set[float] = set()
+
+
+_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Slots] = (
     weakref.WeakKeyDictionary()
 )
 
 
 class deadline:
-    __slots__ = ("_cancelling", "_expired", "_members", "_seconds", "_task")
+    __slots__ = ("_cancelling", "_end", "_expired", "_seconds", "_slots", "_task")
 
     def __init__(self, seconds: float) -> None:
         self._seconds = seconds
         self._expired = False
-        self._members: set[deadline] | None = None
+        self._slots: _Slots | None = None
+        self._end = 0.0
         self._task: asyncio.Task[object] | None = None
         self._cancelling = 0
 
@@ -48,15 +61,17 @@ class deadline:
         self._cancelling = task.cancelling()
         width = max(RESOLUTION, self._seconds / 100)
         end = math.ceil((loop.time() + self._seconds) / width) * width
-        slots = _slots.get(loop)
+        slots = _by_loop.get(loop)
         if slots is None:
-            slots = _slots[loop] = {}
-        members = slots.get(end)
+            slots = _by_loop[loop] = _Slots()
+        members = slots.members.get(end)
         if members is None:
-            members = slots[end] = set()
-            loop.call_at(end, _expire, slots, end)
+            members = slots.members[end] = set()
+            if end not in slots.timed:
+                slots.timed.add(end)
+                loop.call_at(end, _expire, slots, end)
         members.add(self)
-        self._members = members
+        self._slots, self._end = slots, end
         return self
 
     async def __aexit__(
@@ -65,8 +80,14 @@ class deadline:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._members is not None:
-            self._members.discard(self)
+        slots = self._slots
+        if slots is not None:
+            members = slots.members.get(self._end)
+            if members is not None:
+                members.discard(self)
+                if not members:
+                    # Memory follows the open deadlines; the slot's timer stays scheduled.
+                    del slots.members[self._end]
         if not self._expired:
             return
         assert self._task is not None
@@ -81,6 +102,7 @@ class deadline:
         self._task.cancel()
 
 
-def _expire(slots: dict[float, set[deadline]], end: float) -> None:
-    for member in slots.pop(end, ()):
+def _expire(slots: _Slots, end: float) -> None:
+    slots.timed.discard(end)
+    for member in slots.members.pop(end, ()):
         member._fire()

@@ -51,7 +51,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add("--duration", type=float, default=2.0, help="seconds measured per run")
     add("--warmup", type=float, default=0.5, help="seconds discarded before each run")
     add("--concurrency", default="1,16,64")
-    add("--memory-requests", type=int, default=50_000, help="requests per memory round (3 rounds)")
+    add("--memory-requests", type=int, default=50_000, help="requests per memory round")
+    add("--memory-rounds", type=int, default=3, help="memory rounds (the figures use 3)")
     add("--batch-tickets", type=int, default=50_000)
     # `costroute serve` runs on uvloop + httptools (both are dependencies).
     add("--server-loop", default="uvloop", help="uvicorn --loop for the proxies under test")
@@ -118,7 +119,8 @@ async def run(state: Run, parts: set[str]) -> int:
             await _variant(state, upstream)
         if "memory" in parts:
             result = await memory.measure(
-                upstream, state.out, requests_per_round=args.memory_requests, progress=say,
+                upstream, state.out, requests_per_round=args.memory_requests,
+                rounds=args.memory_rounds, progress=say,
                 **state.server,
             )  # fmt: skip
             state.rows += report.memory_rows(result)

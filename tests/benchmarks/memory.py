@@ -60,6 +60,7 @@ async def measure(
     log_dir: Path,
     *,
     requests_per_round: int,
+    rounds: int = 3,
     loop: str,
     http: str,
     progress: Callable[[str], None],
@@ -92,7 +93,7 @@ async def measure(
         target = Target("costroute", proxy.url, proxy.pid)
         errors = 0
         after: list[float] = []
-        for number in (1, 2, 3):
+        for number in range(1, max(rounds, 3) + 1):
             errors += await _round(target, requests_per_round)
             # Let the routing log's group commit drain before reading the size.
             await asyncio.sleep(1.0)
@@ -100,4 +101,5 @@ async def measure(
             progress(
                 f"[memory] after round {number} ({requests_per_round} requests): {after[-1]:.1f} MB"
             )
-    return MemoryResult(idle, *after, requests_per_round, errors, floor_idle)
+    # Rounds past the third only print (to tell a slow leak from a high-water mark).
+    return MemoryResult(idle, *after[:3], requests_per_round, errors, floor_idle)

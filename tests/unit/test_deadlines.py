@@ -80,3 +80,15 @@ async def test_nested_deadlines_the_inner_one_fires_first() -> None:
         await nested()
     assert reached == ["inner timed out"]
     assert time.monotonic() - started < 1
+
+
+async def test_memory_follows_the_open_deadlines_only() -> None:
+    async def one() -> None:
+        async with deadline(600):
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(one() for _ in range(100)))
+    slots = deadlines._by_loop[asyncio.get_running_loop()]
+    assert slots.members == {}
+    # The slot's one timer stays scheduled (re-arming it would cost what sharing saves).
+    assert 1 <= len(slots.timed) <= 2
