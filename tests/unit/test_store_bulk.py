@@ -12,7 +12,7 @@ from proxy.jobs import NewTicket, Outcome, TicketFacts, TicketStatus
 from proxy.store import batches as bstore
 from proxy.store import db as dbmod
 from proxy.store import tickets as tstore
-from proxy.store.db import Database, insert_values, update_values
+from proxy.store.db import MAX_ROWS, Database, insert_values, update_values, values_statements
 
 T = TicketStatus
 
@@ -201,3 +201,17 @@ def _outcome(i: int, ticket_id: str) -> Outcome:
     # Stored exactly as the provider's bytes, spacing included.
     result = b'{"n": %d,  "raw":true}' % i
     return Outcome(ticket_id, T.COMPLETED, result=result, prompt_tokens=i, detail="ok")
+
+
+def test_statement_shapes_stay_few_whatever_the_row_counts() -> None:
+    # sqlite3 compiles and caches each distinct statement text; the row count is part
+    # of the text, so counts are cut into power-of-two parts of at most MAX_ROWS.
+    shapes: set[str] = set()
+    for count in range(1, 1200):
+        rows = [(i, i * 2, "x") for i in range(count)]
+        covered: list[tuple[object, ...]] = []
+        for sql, params in values_statements("INSERT INTO t (a, b, c) VALUES ", rows, ""):
+            shapes.add(sql)
+            covered += [tuple(params[i : i + 3]) for i in range(0, len(params), 3)]
+        assert covered == rows, count
+    assert len(shapes) == MAX_ROWS.bit_length()
