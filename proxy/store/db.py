@@ -98,14 +98,20 @@ async def update_values(
 # compiled and kept in sqlite3's statement cache (128 per connection), and the text
 # depends on the row count: with any count up to the parameter limit allowed, a
 # routing-log writer that saw many group sizes kept ever more multi-megabyte programs
-# (the memory benchmark's RSS rose 1-5 MB a round without settling). Power-of-two
-# parts bound the shapes to 9 per column pattern.
+# (the memory benchmark's RSS rose 1-5 MB a round without settling). Up to SMALL_ROWS
+# rows go as one statement (small programs; one thread hop for an enqueue group of 64);
+# more are cut into power-of-two parts, so large shapes stay few.
 MAX_ROWS = 256
+SMALL_ROWS = 64
 
 
 def _parts(count: int, size: int) -> Iterator[tuple[int, int]]:
-    """``[start, stop)`` ranges covering ``count`` rows: full parts of ``size``, then
-    the rest as its binary digits (37 rows -> 32, 4, 1)."""
+    """``[start, stop)`` ranges covering ``count`` rows: all at once up to
+    ``SMALL_ROWS``, else full parts of ``size`` and then the rest as its binary digits
+    (a rest of 37 rows -> 32, 4, 1)."""
+    if count <= min(SMALL_ROWS, size):
+        yield 0, count
+        return
     start = 0
     while count - start >= size:
         yield start, start + size
