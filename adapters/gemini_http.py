@@ -15,7 +15,7 @@ from adapters.errors import (
     UpstreamProtocolError,
 )
 from adapters.gemini_translate_errors import status_error
-from adapters.http import httpx_errors_mapped
+from adapters.http import HttpxResponse, httpx_errors_mapped, read_capped
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
@@ -84,17 +84,4 @@ class GeminiHttp:
         raise status_error(response.status_code, content, response.headers)
 
     async def _read(self, response: httpx.Response) -> bytes:
-        declared = response.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self._max:
-            raise UpstreamProtocolError(f"The upstream response is larger than {self._max} bytes.")
-        parts: list[bytes] = []
-        size = 0
-        with httpx_errors_mapped():
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > self._max:
-                    raise UpstreamProtocolError(
-                        f"The upstream response is larger than {self._max} bytes."
-                    )
-                parts.append(chunk)
-        return b"".join(parts)
+        return await read_capped(HttpxResponse(response), self._max)

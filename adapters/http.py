@@ -119,7 +119,6 @@ class AiohttpUpstream:
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout, sock_read=timeout
         )
-        self._connect_timeout = connect_timeout
         self._session: aiohttp.ClientSession | None = None
 
     def _open_session(self) -> aiohttp.ClientSession:
@@ -146,10 +145,10 @@ class AiohttpUpstream:
         read_timeout: float | None = None,
     ) -> AiohttpResponse:
         session = self._session or self._open_session()
-        timeout = None
+        timeout = self._timeout
         if read_timeout is not None:
             timeout = aiohttp.ClientTimeout(
-                total=None, sock_connect=self._connect_timeout, sock_read=read_timeout
+                total=None, sock_connect=timeout.sock_connect, sock_read=read_timeout
             )
         try:
             response = await session.post(
@@ -157,7 +156,7 @@ class AiohttpUpstream:
                 data=content,
                 headers=headers,
                 allow_redirects=False,
-                timeout=timeout or self._timeout,
+                timeout=timeout,
             )
         except _AIOHTTP_FAILURES as exc:
             raise _aiohttp_failure(exc) from exc

@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 
 import aiosqlite
 
+from proxy.route_rows import route_row
 from proxy.store.db import Database, GroupCommit
 from proxy.store.routes import COLUMNS, insert_routes
 
@@ -48,11 +49,11 @@ def _build(build: Callable[[], Mapping[str, Any] | None]) -> Row | None:
 
 
 def _row(fields: Mapping[str, Any]) -> Row:
-    unknown = fields.keys() - _COLUMN_SET
-    if unknown:
-        raise TypeError(f"unknown routing-log columns: {sorted(unknown)}")
-    row = _DEFAULTS | dict(fields)
-    return tuple(row.get(column) for column in COLUMNS)
+    """``route_row``, with an unknown column reported as the caller's mistake."""
+    try:
+        return route_row(**fields)
+    except KeyError as exc:
+        raise TypeError(f"unknown routing-log column: {exc}") from None
 
 
 class RouteLog:
@@ -82,6 +83,3 @@ class RouteLog:
     def columns() -> Sequence[str]:
         return COLUMNS
 
-
-_COLUMN_SET = frozenset(COLUMNS)
-_DEFAULTS: dict[str, Any] = {"stream": 0, "attempts": 1}

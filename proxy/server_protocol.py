@@ -48,26 +48,27 @@ class _HeaderDeadline:
         if not self.transport.is_closing():
             self.transport.close()
 
-
-class GuardedH11Protocol(_HeaderDeadline, H11Protocol):
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    # Placed before the uvicorn protocol in the bases, so ``super()`` is that protocol.
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        if not self.transport.is_closing():
+            self._arm()
+
+
+class GuardedH11Protocol(_HeaderDeadline, H11Protocol):
     def handle_events(self) -> None:
         cycle = self.cycle
         super().handle_events()
         if self.cycle is not cycle:  # a new request's headers arrived
             self._disarm()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
-            self._arm()
 
 
 def _guarded_httptools() -> type[Any] | None:
@@ -77,14 +78,6 @@ def _guarded_httptools() -> type[Any] | None:
     class GuardedHttpToolsProtocol(_HeaderDeadline, HttpToolsProtocol):
         max_header_bytes: int = 64 * 1024
         _header_bytes = 0
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
 
         def on_message_begin(self) -> None:
             self._header_bytes = 0
@@ -101,11 +94,6 @@ def _guarded_httptools() -> type[Any] | None:
         def on_headers_complete(self) -> None:
             self._disarm()
             super().on_headers_complete()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing():
-                self._arm()
 
         def _count(self, size: int) -> None:
             self._header_bytes += size
