@@ -115,7 +115,7 @@ class AiohttpUpstream:
         self.base_url = base_url.rstrip("/")
         self._max_connections = max_connections
         # Per read and per connect, as httpx's timeouts are; the proxy bounds the whole
-        # attempt itself (``within`` in proxy.realtime).
+        # attempt itself (``within`` in proxy.lanes.realtime).
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout, sock_read=timeout
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
 
 import httpx
 from starlette.applications import Starlette
@@ -20,29 +21,30 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from adapters.base import BatchAdapter, ChatAdapter
+from adapters import registry
+from adapters.base import BatchAdapter
 from adapters.clock import Clock, SystemClock
-from adapters.deepseek import DeepSeekAdapter
-from adapters.gemini_cache_manager import CacheManager
-from adapters.http import PoolOptions, make_client, make_upstream
-from adapters.openai import OpenAIAdapter
-from adapters.openai_batch import OpenAIBatchAdapter
-from proxy import accounting, endpoints, openapi
-from proxy.admin import admin_routes
+from adapters.http import PoolOptions
+from adapters.parts import CacheSettings, ModelFacts, ModelPrices, ProviderConfig, ProviderParts
+from adapters.upkeep import Upkeep
+from proxy.api import endpoints
+from proxy.api.admin import admin_routes
+from proxy.api.gc_tuning import tune_for_serving
+from proxy.api.openapi import document as openapi
+from proxy.api.server_protocol import HeaderLimit
+from proxy.api.tickets import admin_flush_route, ticket_routes
 from proxy.auth import Authenticator
 from proxy.context import Services
+from proxy.costs.pricing import Pricer
+from proxy.deferral.scheduler import Scheduler
 from proxy.errors import NotFound, ProxyError, render
-from proxy.gc_tuning import tune_for_serving
-from proxy.gemini_wiring import CacheMaintenance, build_gemini_adapter
-from proxy.http_io import LogContext
-from proxy.metrics import Metrics
-from proxy.pricing import Pricer
-from proxy.routelog import RouteLog
-from proxy.scheduler import Scheduler
-from proxy.server_protocol import HeaderLimit
+from proxy.ops import accounting
+from proxy.ops.log_context import LogContext
+from proxy.ops.metrics import Metrics
+from proxy.ops.routelog import RouteLog
 from proxy.settings import Settings, resolve_client_keys, resolve_provider_key
 from proxy.store.db import Database
-from proxy.tickets import admin_flush_route, ticket_routes
+from proxy.store.gemini_caches import SqliteCacheRegistry
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ def create_app(
     tune_gc: bool = False,
 ) -> Starlette:
     """``transports`` replaces a provider's aiohttp pool (by provider name) in tests.
-    ``tune_gc`` (``costroute serve``): the collector settings of ``proxy.gc_tuning``,
+    ``tune_gc`` (``costroute serve``): the collector settings of ``proxy.api.gc_tuning``,
     applied once start-up is done; process-wide, so not for apps made inside tests."""
     authenticator = Authenticator(resolve_client_keys(settings, environ))
     provider_keys = {
@@ -77,11 +79,14 @@ def create_app(
         services.extras["auth"] = authenticator
         services.extras["pricer"] = pricer
         services.extras["metrics"] = Metrics.from_settings(settings)
-        services.chat, cache_managers = build_chat_adapters(
-            settings, provider_keys, transports or {}, db=db, clock=services.clock, pricer=pricer
+        parts = build_providers(
+            settings, provider_keys, transports or {}, clock=services.clock, pricer=pricer, db=db
         )
-        services.batch = build_batch_adapters(settings, provider_keys, transports or {})
-        maintenance = CacheMaintenance(cache_managers)
+        services.chat = {name: part.chat for name, part in parts.items()}
+        services.batch = {
+            name: part.batch for name, part in parts.items() if part.batch is not None
+        }
+        maintenance = Upkeep([part.service for part in parts.values() if part.service])
         services.extras["cache_maintenance"] = maintenance
         scheduler = Scheduler(services, environ=environ)
         app.state.services = services
@@ -112,68 +117,120 @@ def create_app(
     return app
 
 
-def build_chat_adapters(
+def build_providers(
     settings: Settings,
     keys: Mapping[str, str | None],
     transports: Mapping[str, httpx.AsyncBaseTransport],
     *,
-    db: Database,
     clock: Clock,
-    pricer: Pricer,
-) -> tuple[dict[str, ChatAdapter], list[CacheManager]]:
-    adapters: dict[str, ChatAdapter] = {}
-    managers: list[CacheManager] = []
+    pricer: Pricer | None = None,
+    db: Database | None = None,
+    only: Callable[[str], bool] | None = None,
+) -> dict[str, ProviderParts]:
+    """Every configured provider's parts, built through ``adapters.registry``.
+    ``only`` filters by provider name; ``transports`` replaces pools in tests."""
+    registries = {} if db is None else {"cache": SqliteCacheRegistry(db)}
+    parts: dict[str, ProviderParts] = {}
+    for name in settings.providers:
+        if only is not None and not only(name):
+            continue
+        parts[name] = registry.build(
+            provider_config(
+                settings,
+                name,
+                keys.get(name),
+                transports.get(name),
+                clock=clock,
+                pricer=pricer,
+                registries=registries,
+            )
+        )
+    return parts
+
+
+def provider_config(
+    settings: Settings,
+    name: str,
+    api_key: str | None,
+    transport: httpx.AsyncBaseTransport | None,
+    *,
+    clock: Clock,
+    pricer: Pricer | None,
+    registries: Mapping[str, Any],
+) -> ProviderConfig:
+    provider = settings.providers[name]
     server = settings.server
-    for name, provider in settings.providers.items():
-        pool: PoolOptions = {
-            "max_connections": provider.max_connections,
-            "timeout": float(server.upstream_timeout),
-            "connect_timeout": float(server.connect_timeout),
-            "transport": transports.get(name),
-        }
-        if provider.type == "openai":
-            adapters[name] = OpenAIAdapter(
-                make_upstream(provider.base_url, **pool),
-                api_key=keys[name],
-                max_response_bytes=server.max_upstream_response_bytes,
-                flex_timeout=float(server.flex_timeout),
-            )
-        elif provider.type == "deepseek":
-            adapters[name] = DeepSeekAdapter(
-                make_upstream(provider.base_url, **pool),
-                api_key=keys[name],
-                max_response_bytes=server.max_upstream_response_bytes,
-            )
-        else:
-            client = make_client(provider.base_url, **pool)
-            adapters[name], manager = build_gemini_adapter(
-                settings, name, client, keys[name], db=db, clock=clock, pricer=pricer
-            )
-            managers.append(manager)
-    return adapters, managers
+    pool: PoolOptions = {
+        "max_connections": provider.max_connections,
+        "timeout": float(server.upstream_timeout),
+        "connect_timeout": float(server.connect_timeout),
+        "transport": transport,
+    }
+    batch_pool: PoolOptions = {**pool, "max_connections": 16}
+    models = tuple(
+        ModelFacts(
+            name=model_name,
+            upstream=model.upstream_model or model_name,
+            cache_min_tokens=model.cache_min_tokens,
+        )
+        for model_name, model in settings.models.items()
+        if model.provider == name
+    )
+
+    def prices(upstream: str) -> ModelPrices | None:
+        price = None if pricer is None else pricer.model_price(provider.type, upstream)
+        if price is None:
+            return None
+        return ModelPrices(price.input, price.cached_input, price.cache_storage_per_hour)
+
+    cache = settings.cache
+    return ProviderConfig(
+        name=name,
+        type=provider.type,
+        base_url=provider.base_url,
+        api_key=api_key,
+        clock=clock,
+        pool=pool,
+        batch_pool=batch_pool,
+        max_response_bytes=server.max_upstream_response_bytes,
+        flex_timeout=float(server.flex_timeout),
+        models=models,
+        cache=CacheSettings(
+            mode=cache.mode,
+            min_repeats=cache.min_repeats,
+            window_s=cache.window,
+            ttl_s=cache.ttl,
+            idle_delete_s=cache.idle_delete,
+        ),
+        prices=prices,
+        registries=registries,
+    )
 
 
 def build_batch_adapters(
     settings: Settings,
     keys: Mapping[str, str | None],
     transports: Mapping[str, httpx.AsyncBaseTransport],
+    *,
+    clock: Clock | None = None,
 ) -> dict[str, BatchAdapter]:
-    """A Files + Batch API client per OpenAI provider (DeepSeek has no batch lane; Gemini
-    requests are served in real time). Its own pool: uploads are long, and must never
-    hold connections the real-time lane needs."""
-    adapters: dict[str, BatchAdapter] = {}
-    for name, provider in settings.providers.items():
-        if provider.type != "openai":
-            continue
-        client = make_client(
-            provider.base_url,
-            max_connections=16,
-            timeout=float(settings.server.upstream_timeout),
-            connect_timeout=float(settings.server.connect_timeout),
-            transport=transports.get(name),
+    """The batch adapter of every provider that has a batch lane, and nothing else: for
+    work without a running server (``costroute flush``)."""
+    batch: dict[str, BatchAdapter] = {}
+    for name in settings.providers:
+        config = provider_config(
+            settings,
+            name,
+            keys.get(name),
+            transports.get(name),
+            clock=clock or SystemClock(),
+            pricer=None,
+            registries={},
         )
-        adapters[name] = OpenAIBatchAdapter(client, api_key=keys[name])
-    return adapters
+        adapter = registry.build_batch(config)
+        if adapter is not None:
+            batch[name] = adapter
+    return batch
 
 
 def _endpoint(

@@ -3,16 +3,25 @@ from handlers as ``request.app.state.services``; the caller as ``request.state.c
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from adapters.base import BatchAdapter, ChatAdapter
 from adapters.clock import Clock
 from proxy.settings import Settings
 from proxy.store.db import Database
 
-if TYPE_CHECKING:
-    from proxy.routelog import RouteLog
+
+class RouteLog(Protocol):
+    """The buffered routing-log writer (``proxy.ops.routelog.RouteLog``), as handlers and
+    loops below ``ops`` see it: they record rows, ops decides how they are written."""
+
+    def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def flush(self) -> None: ...
+    def record(self, **fields: Any) -> None: ...
+    def record_later(self, build: Callable[[], Mapping[str, Any] | None]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from adapters.clock import ManualClock
 from adapters.emulators.faults import Fault, FaultPlan
-from adapters.emulators.openai_errors import error_body
+from adapters.emulators.openai.errors import error_body
 
 
 class RequestLog(list[dict[str, Any]]):

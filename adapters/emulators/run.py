@@ -21,8 +21,8 @@ import uvicorn
 from starlette.applications import Starlette
 
 from adapters.clock import Clock, ManualClock, SystemClock
-from adapters.emulators.openai_config import OpenAIEmulatorConfig
-from adapters.emulators.openai_server import create_app
+from adapters.emulators.openai.config import OpenAIEmulatorConfig
+from adapters.emulators.openai.server import create_app
 
 
 def _openai(clock: Clock, options: argparse.Namespace) -> Starlette:
@@ -44,8 +44,8 @@ def _openai_config(flavour: str, options: argparse.Namespace) -> OpenAIEmulatorC
 
 
 def _gemini(clock: Clock, options: argparse.Namespace) -> Starlette:
-    from adapters.emulators.gemini_config import GeminiEmulatorConfig
-    from adapters.emulators.gemini_server import create_app as gemini_app
+    from adapters.emulators.gemini.config import GeminiEmulatorConfig
+    from adapters.emulators.gemini.server import create_app as gemini_app
 
     keys = frozenset(options.api_key) if options.api_key else None
     return gemini_app(GeminiEmulatorConfig(api_keys=keys), clock=clock)

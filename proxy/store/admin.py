@@ -10,11 +10,65 @@ Filters are equality (or ``IN``) on the columns named here; nothing else reaches
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from proxy.alerts import WINDOW_MS, Delivery, EndedBatch, Facts, LiveBatch, Queue
 from proxy.store.db import Database
 from proxy.store.routes import COLUMNS as ROUTE_COLUMNS
+
+# A provider batch has 24 h to finish: a day of history covers one whole cycle.
+WINDOW_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class LiveBatch:
+    id: str
+    provider: str
+    model: str
+    status: str
+    created_ms: int
+    submitted_ms: int | None = None
+    provider_batch_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EndedBatch:
+    id: str
+    provider: str
+    status: str
+    line_count: int
+    completed_lines: int
+    failed_lines: int
+    finished_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    lane: str
+    provider: str
+    model: str
+    count: int
+    # The oldest ticket's max(created_ms, not_before_ms).
+    waiting_since_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One webhook delivery that has not succeeded (yet)."""
+
+    url: str
+    status: str  # pending | failed (gave up)
+    attempts: int
+    last_error: str | None
+    updated_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    live_batches: Sequence[LiveBatch] = ()
+    ended_batches: Sequence[EndedBatch] = ()
+    queues: Sequence[Queue] = ()
+    deliveries: Sequence[Delivery] = ()
 
 
 class UnknownCursor(LookupError):
@@ -187,7 +241,7 @@ async def _list_by_created(
 
 
 async def alert_facts(db: Database, now_ms: int) -> Facts:
-    """What the alert rules in ``proxy.alerts`` read, for the window ending now."""
+    """What the alert rules in ``proxy.ops.alerts`` read, for the window ending now."""
     since = now_ms - WINDOW_MS
     live = await db.fetchall(
         "SELECT id, provider, model, status, created_ms, submitted_ms, provider_batch_id "

@@ -17,8 +17,8 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from proxy.jobs import Batch, BatchState, Outcome, TicketFacts, TicketStatus, check_batch
 from proxy.store.db import MAX_PARAMS, Database, insert_values, update_values
+from proxy.store.jobs import Batch, BatchState, Outcome, TicketFacts, TicketStatus, check_batch
 from proxy.store.routes import insert_routes
 from proxy.store.tickets import add_events, add_webhooks, chunks, marks
 

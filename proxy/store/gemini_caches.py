@@ -1,4 +1,4 @@
-"""SQL for the Gemini context-cache registry (``adapters.gemini_cache.CacheRegistry``).
+"""SQL for the Gemini context-cache registry (``adapters.gemini.cache.CacheRegistry``).
 
 ``gemini_caches`` holds one row per live ``cachedContents`` resource, so caches outlive
 restarts; rows are deleted when the cache is deleted, expires or is reported gone.
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from adapters.gemini_cache import CacheEntry, Sighting
+from adapters.gemini.cache import CacheEntry, Sighting
 from proxy.store.db import Database
 
 _ENTRY_COLUMNS = (

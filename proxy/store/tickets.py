@@ -4,7 +4,7 @@ Every status change is a conditional ``UPDATE ... WHERE id=? AND status=?`` made
 write transaction after reading which rows are in the expected state, so the set of rows
 that really changed is known exactly (for events, waiters, webhooks and the routing log),
 and a change that races another one (guard versus ingest, cancel versus flush) happens
-once. The state table in ``proxy/jobs.py`` is checked before any SQL runs.
+once. The state table in ``proxy/store/jobs.py`` is checked before any SQL runs.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from proxy.jobs import NewTicket, Ticket, TicketFacts, TicketStatus, check_ticket
 from proxy.store.db import Database, insert_values
+from proxy.store.jobs import NewTicket, Ticket, TicketFacts, TicketStatus, check_ticket
 from proxy.store.routes import insert_routes
 
 # Builds the routing-log row written with a change, in the same transaction.

@@ -83,9 +83,9 @@ def rss_mb_self() -> float:
 
 
 async def seed(db_path: str, tickets: int, size: int) -> dict[str, Any]:
-    from proxy.jobs import NewTicket, new_ticket_id
     from proxy.store import tickets as store
     from proxy.store.db import Database
+    from proxy.store.jobs import NewTicket, new_ticket_id
 
     db = await Database.open(db_path)
     started = time.perf_counter()
@@ -153,11 +153,11 @@ class TimedAdapter:
 
 async def run(db_path: str, emulator: str, wait_limit: float) -> dict[str, Any]:
     from adapters.clock import SystemClock
+    from proxy.cli.flush import build_batch_adapters
     from proxy.context import Services
-    from proxy.flush_cli import build_batch_adapters
-    from proxy.ingest import ingest
-    from proxy.routelog import RouteLog
-    from proxy.scheduler import Scheduler
+    from proxy.deferral.ingest import ingest
+    from proxy.deferral.scheduler import Scheduler
+    from proxy.ops.routelog import RouteLog
     from proxy.store import batches as bstore
     from proxy.store import tickets as tstore
     from proxy.store.db import Database

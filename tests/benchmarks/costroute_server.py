@@ -63,7 +63,7 @@ def main() -> None:
     http: Any = args.http
     if args.http == "httptools":
         # What `costroute serve` runs: httptools behind the header deadline and size guard.
-        from proxy.server_protocol import server_protocol
+        from proxy.api.server_protocol import server_protocol
 
         server = settings.server
         http = server_protocol(float(server.client_timeout), server.max_header_bytes)

@@ -13,8 +13,8 @@ import argparse
 def main() -> None:
     import uvicorn
 
-    from adapters.emulators.openai_batches import BatchEmulatorConfig
-    from adapters.emulators.openai_server import OpenAIEmulatorConfig, create_app
+    from adapters.emulators.openai.batch.emulator import BatchEmulatorConfig
+    from adapters.emulators.openai.server import OpenAIEmulatorConfig, create_app
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)

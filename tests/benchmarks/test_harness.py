@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from proxy.bench_cli import find_repo, suite_argv
+from proxy.cli.bench import find_repo, suite_argv
 from tests.benchmarks import profiling, report
 from tests.benchmarks.loadgen import LoadResult, run_load
 from tests.benchmarks.procs import REPO, Server

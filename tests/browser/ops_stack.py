@@ -23,13 +23,13 @@ from starlette.routing import Route
 
 from adapters.clock import ManualClock
 from proxy import app as app_module
-from proxy.admin import admin_routes
+from proxy.api.admin import admin_routes
 from proxy.app import create_app
 from proxy.context import Services
-from proxy.jobs import BatchState, NewTicket, Outcome, TicketStatus
 from proxy.settings import Settings, parse_settings
 from proxy.store import batches as bstore
 from proxy.store import tickets as tstore
+from proxy.store.jobs import BatchState, NewTicket, Outcome, TicketStatus
 from proxy.store.routes import COLUMNS, insert_routes
 from tests.support import ServerThread, free_port
 

@@ -15,21 +15,21 @@ import orjson
 from starlette.applications import Starlette
 
 from adapters.clock import ManualClock
-from adapters.emulators.openai_batches import BatchEmulator, BatchEmulatorConfig
-from adapters.emulators.openai_config import OpenAIEmulatorConfig
-from adapters.emulators.openai_server import create_app as emulator_app
+from adapters.emulators.openai.batch.emulator import BatchEmulator, BatchEmulatorConfig
+from adapters.emulators.openai.config import OpenAIEmulatorConfig
+from adapters.emulators.openai.server import create_app as emulator_app
 from adapters.http import HttpxUpstream
-from adapters.openai import OpenAIAdapter
-from adapters.openai_batch import OpenAIBatchAdapter
+from adapters.openai.batch import OpenAIBatchAdapter
+from adapters.openai.chat import OpenAIAdapter
 from proxy.context import Caller, Services
-from proxy.deferral import deferral_of
-from proxy.jobs import Ticket
-from proxy.planner import plan
-from proxy.routelog import RouteLog
-from proxy.scheduler import Scheduler
+from proxy.deferral.queue import deferral_of
+from proxy.deferral.scheduler import Scheduler
+from proxy.lanes.planner import plan
+from proxy.ops.routelog import RouteLog
 from proxy.settings import Settings, parse_settings
 from proxy.store import tickets as tstore
 from proxy.store.db import Database
+from proxy.store.jobs import Ticket
 
 CHAT = "/v1/chat/completions"
 EMBED = "/v1/embeddings"

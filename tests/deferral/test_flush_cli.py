@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from proxy.cli import main
-from proxy.flush_cli import flush_offline
+from proxy.cli.flush import flush_offline
+from proxy.cli.main import main
 from tests.deferral.harness import RUN, stack
 
 

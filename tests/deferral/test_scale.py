@@ -21,10 +21,10 @@ import pytest
 from adapters.base import BatchInfo, BatchStatus
 from adapters.clock import ManualClock
 from proxy.context import Services
-from proxy.jobs import new_ticket_id
-from proxy.routelog import RouteLog
-from proxy.scheduler import Scheduler
+from proxy.deferral.scheduler import Scheduler
+from proxy.ops.routelog import RouteLog
 from proxy.store.db import Database
+from proxy.store.jobs import new_ticket_id
 from tests.deferral.harness import settings_for
 
 NOW_MS = 1_767_225_600_000

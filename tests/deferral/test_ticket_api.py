@@ -14,9 +14,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
+from proxy.api.tickets import Endpoint, admin_flush_route, ticket_routes
 from proxy.context import Caller
 from proxy.errors import InvalidHeader, ProxyError, render
-from proxy.tickets import Endpoint, admin_flush_route, ticket_routes
 from tests.deferral.harness import RUN, Stack, stack
 
 KEYS = {"alice-key": Caller("alice", admin=False), "bob-key": Caller("bob", admin=False),

@@ -12,8 +12,8 @@ import httpx
 import openai
 import pytest
 
-from adapters.emulators.openai_server import OpenAIEmulatorConfig
-from adapters.emulators.openai_server import create_app as openai_emulator
+from adapters.emulators.openai.server import OpenAIEmulatorConfig
+from adapters.emulators.openai.server import create_app as openai_emulator
 from proxy.app import create_app
 from proxy.settings import Settings, parse_settings
 from tests.support import ServerThread, free_port

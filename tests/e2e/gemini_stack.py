@@ -24,8 +24,8 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import BaseModel
 
 from adapters.clock import ManualClock
-from adapters.emulators.gemini_server import GeminiEmulatorConfig
-from adapters.emulators.gemini_server import create_app as gemini_emulator
+from adapters.emulators.gemini.server import GeminiEmulatorConfig
+from adapters.emulators.gemini.server import create_app as gemini_emulator
 from proxy.app import create_app
 from proxy.settings import Settings, parse_settings
 from tests.e2e.conftest import CLIENT_KEY, ENV

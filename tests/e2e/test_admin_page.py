@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from proxy.context import Caller
-from proxy.ops_auth import SESSION_TTL_S, Sessions
+from proxy.ops.signin import SESSION_TTL_S, Sessions
 from proxy.store.routes import COLUMNS, insert_routes
 from tests.browser.ops_stack import ADMIN_KEY, CLIENT_KEY, SECRETS, OpsStack, ops_stack
 

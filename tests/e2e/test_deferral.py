@@ -22,13 +22,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from adapters.clock import ManualClock
-from adapters.emulators.openai_batch_lines import LineFault
-from adapters.emulators.openai_batches import BatchEmulator, BatchEmulatorConfig
-from adapters.emulators.openai_server import OpenAIEmulatorConfig
-from adapters.emulators.openai_server import create_app as openai_emulator
+from adapters.emulators.openai.batch.emulator import BatchEmulator, BatchEmulatorConfig
+from adapters.emulators.openai.batch.lines import LineFault
+from adapters.emulators.openai.server import OpenAIEmulatorConfig
+from adapters.emulators.openai.server import create_app as openai_emulator
 from proxy.app import create_app
+from proxy.deferral.webhooks import SIGNATURE_HEADER, verify
 from proxy.settings import parse_settings
-from proxy.webhooks import SIGNATURE_HEADER, verify
 from tests.sdk_checks import strict
 from tests.support import ServerThread
 

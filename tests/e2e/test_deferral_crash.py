@@ -24,10 +24,10 @@ import pytest
 
 from adapters.clock import ManualClock
 from adapters.emulators.faults import Fault
-from adapters.emulators.openai_batch_lines import LineFault
-from adapters.emulators.openai_batches import BatchEmulatorConfig
-from adapters.emulators.openai_server import OpenAIEmulatorConfig
-from adapters.emulators.openai_server import create_app as openai_emulator
+from adapters.emulators.openai.batch.emulator import BatchEmulatorConfig
+from adapters.emulators.openai.batch.lines import LineFault
+from adapters.emulators.openai.server import OpenAIEmulatorConfig
+from adapters.emulators.openai.server import create_app as openai_emulator
 from tests.support import ServerThread, free_port
 
 CLIENT = "sk-crash-client-0000000"

@@ -10,8 +10,8 @@ import httpx
 import openai
 import pytest
 
-from adapters.emulators.openai_server import OpenAIEmulatorConfig
-from adapters.emulators.openai_server import create_app as openai_emulator
+from adapters.emulators.openai.server import OpenAIEmulatorConfig
+from adapters.emulators.openai.server import create_app as openai_emulator
 from proxy.app import create_app
 from tests.e2e.conftest import CLIENT_KEY, ENV, Stack, stack_settings
 from tests.support import ServerThread, free_port

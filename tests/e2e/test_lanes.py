@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from adapters.emulators.openai_errors import flex_unavailable_fault
+from adapters.emulators.openai.errors import flex_unavailable_fault
 from tests.e2e.conftest import PATIENT_KEY, Stack
 
 MESSAGES = [{"role": "user", "content": "Classify this ticket."}]

@@ -12,8 +12,8 @@ import pytest
 from starlette.applications import Starlette
 
 from adapters.clock import ManualClock
-from adapters.emulators.openai_config import OpenAIEmulatorConfig
-from adapters.emulators.openai_server import create_app
+from adapters.emulators.openai.config import OpenAIEmulatorConfig
+from adapters.emulators.openai.server import create_app
 
 KEY = "sk-test-emulator-key-0001"
 AUTH = {"authorization": f"Bearer {KEY}"}

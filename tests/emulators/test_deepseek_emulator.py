@@ -14,7 +14,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from starlette.applications import Starlette
 
 from adapters.clock import ManualClock
-from adapters.emulators.openai_config import DEEPSEEK_LEGACY_RETIREMENT
+from adapters.emulators.openai.config import DEEPSEEK_LEGACY_RETIREMENT
 from adapters.emulators.tokens import count_messages
 from tests.emulators.conftest import AUTH, sdk_for
 

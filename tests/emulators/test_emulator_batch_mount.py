@@ -15,9 +15,9 @@ from openai.types.chat import ChatCompletion
 from starlette.applications import Starlette
 
 from adapters.clock import ManualClock
-from adapters.emulators.openai_batches import BatchEmulatorConfig
-from adapters.emulators.openai_config import OpenAIEmulatorConfig
-from adapters.emulators.openai_server import create_app
+from adapters.emulators.openai.batch.emulator import BatchEmulatorConfig
+from adapters.emulators.openai.config import OpenAIEmulatorConfig
+from adapters.emulators.openai.server import create_app
 from adapters.emulators.tokens import count_messages
 from tests.emulators.conftest import AUTH, sdk_for
 from tests.sdk_checks import strict

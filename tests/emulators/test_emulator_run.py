@@ -15,7 +15,7 @@ import pytest
 from httpx_aiohttp import AiohttpTransport
 
 from adapters.clock import ManualClock
-from adapters.emulators.openai_server import create_app
+from adapters.emulators.openai.server import create_app
 from adapters.emulators.run import KINDS, build_app, main
 from tests.emulators.conftest import AUTH, KEY
 from tests.support import ServerThread

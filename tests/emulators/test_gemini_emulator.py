@@ -15,8 +15,8 @@ import pytest
 from google.genai import types
 
 from adapters.clock import ManualClock
-from adapters.emulators.gemini_config import GeminiEmulatorConfig
-from adapters.emulators.gemini_server import create_app
+from adapters.emulators.gemini.config import GeminiEmulatorConfig
+from adapters.emulators.gemini.server import create_app
 
 KEY = {"x-goog-api-key": "test-key"}
 FLASH = "/v1beta/models/gemini-2.5-flash"

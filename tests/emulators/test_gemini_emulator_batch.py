@@ -12,8 +12,8 @@ from google import genai
 from google.genai import types
 
 from adapters.clock import ManualClock
-from adapters.emulators.gemini_config import GeminiEmulatorConfig
-from adapters.emulators.gemini_server import create_app
+from adapters.emulators.gemini.config import GeminiEmulatorConfig
+from adapters.emulators.gemini.server import create_app
 from tests.support import ServerThread, serve
 
 pytestmark = pytest.mark.filterwarnings(

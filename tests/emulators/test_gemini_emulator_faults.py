@@ -12,8 +12,8 @@ import pytest
 
 from adapters.clock import ManualClock, SystemClock
 from adapters.emulators.faults import Fault
-from adapters.emulators.gemini_config import GeminiEmulatorConfig
-from adapters.emulators.gemini_server import create_app
+from adapters.emulators.gemini.config import GeminiEmulatorConfig
+from adapters.emulators.gemini.server import create_app
 from tests.support import ServerThread, serve
 
 KEY = {"x-goog-api-key": "good-key"}

@@ -12,8 +12,8 @@ from google.genai import errors, types
 from pydantic import BaseModel
 
 from adapters.clock import ManualClock
-from adapters.emulators.gemini_config import GeminiEmulatorConfig
-from adapters.emulators.gemini_server import create_app
+from adapters.emulators.gemini.config import GeminiEmulatorConfig
+from adapters.emulators.gemini.server import create_app
 from tests.support import ServerThread, serve
 
 # The SDK subclasses aiohttp's ClientSession, which aiohttp warns about from the SDK's module.

@@ -18,13 +18,13 @@ from starlette.applications import Starlette
 
 from adapters.base import BatchStatus
 from adapters.clock import ManualClock
-from adapters.emulators.openai_batch_state import (
+from adapters.emulators.openai.batch.emulator import BatchEmulator, BatchEmulatorConfig
+from adapters.emulators.openai.batch.state import (
     TRANSITIONS,
     Appender,
     BatchRecord,
     IllegalTransition,
 )
-from adapters.emulators.openai_batches import BatchEmulator, BatchEmulatorConfig
 from adapters.emulators.tokens import count_messages
 from tests.sdk_checks import strict
 

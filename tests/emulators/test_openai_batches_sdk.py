@@ -14,7 +14,7 @@ from openai.types import Batch, FileObject
 from starlette.applications import Starlette
 
 from adapters.clock import ManualClock
-from adapters.emulators.openai_batches import BatchEmulator, BatchEmulatorConfig
+from adapters.emulators.openai.batch.emulator import BatchEmulator, BatchEmulatorConfig
 from tests.sdk_checks import strict
 
 KEY = "sk-batch-sdk-key-0001"

@@ -15,12 +15,12 @@ from starlette.applications import Starlette
 
 from adapters.clock import ManualClock
 from adapters.emulators.faults import Fault
-from adapters.emulators.openai_errors import (
+from adapters.emulators.openai.errors import (
     flex_unavailable_fault,
     insufficient_quota_fault,
     rate_limit_fault,
 )
-from adapters.emulators.openai_ratelimit import go_duration
+from adapters.emulators.openai.ratelimit import go_duration
 from adapters.emulators.transport import ConnectionDropped
 from tests.emulators.conftest import AUTH, KEY, sdk_for
 from tests.sdk_checks import strict
@@ -241,7 +241,7 @@ async def test_control_routes(
 
 
 async def test_clock_control_needs_a_manual_clock() -> None:
-    from adapters.emulators.openai_server import create_app
+    from adapters.emulators.openai.server import create_app
 
     app = create_app()  # system clock
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as c:

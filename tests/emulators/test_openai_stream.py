@@ -13,7 +13,7 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from starlette.applications import Starlette
 
-from adapters.emulators.openai_stream import pieces
+from adapters.emulators.openai.stream import pieces
 from tests.emulators.conftest import AUTH, sdk_for
 from tests.sdk_checks import strict
 

@@ -17,12 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.errors import AdapterError
-from adapters.gemini import GeminiAdapter
-from adapters.gemini_translate import build_request
-from adapters.gemini_translate_reply import parse_response
+from adapters.gemini.chat import GeminiAdapter
+from adapters.gemini.reply import parse_response
+from adapters.gemini.translate import build_request
+from proxy.costs.windows import window_multiplier as multiplier_at
 from proxy.durations import MAX_SECONDS, DurationError, format_duration, parse_duration
-from proxy.planner import Lane, plan
-from proxy.pricing_windows import window_multiplier as multiplier_at
+from proxy.lanes.planner import Lane, plan
 from proxy.settings import ConfigError, parse_settings
 
 pytestmark = pytest.mark.fuzz

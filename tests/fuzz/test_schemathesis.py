@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
+from proxy.api.openapi.document import describe
 from proxy.app import _routes
-from proxy.openapi import describe
 from tests.hardening.stack import ADMIN, CLIENT_A, HardStack, hard_stack
 
 schemathesis = pytest.importorskip("schemathesis")

@@ -27,11 +27,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from adapters.clock import ManualClock
-from adapters.emulators.gemini_config import GeminiEmulatorConfig
-from adapters.emulators.gemini_server import create_app as gemini_emulator
-from adapters.emulators.openai_batches import BatchEmulator, BatchEmulatorConfig
-from adapters.emulators.openai_config import OpenAIEmulatorConfig
-from adapters.emulators.openai_server import create_app as openai_emulator
+from adapters.emulators.gemini.config import GeminiEmulatorConfig
+from adapters.emulators.gemini.server import create_app as gemini_emulator
+from adapters.emulators.openai.batch.emulator import BatchEmulator, BatchEmulatorConfig
+from adapters.emulators.openai.config import OpenAIEmulatorConfig
+from adapters.emulators.openai.server import create_app as openai_emulator
 from proxy.app import create_app
 from proxy.settings import Settings, parse_settings
 from tests.support import ServerThread

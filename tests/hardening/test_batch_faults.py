@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from proxy.scheduler import RECONCILE_GRACE_MS
+from proxy.deferral.scheduler import RECONCILE_GRACE_MS
 from tests.deferral.harness import RUN, Stack, stack
 
 FINAL = ("completed", "failed", "cancelled")

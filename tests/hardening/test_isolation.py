@@ -14,7 +14,7 @@ import httpx
 import pytest
 from starlette.routing import Route
 
-from proxy.jobs import new_ticket_id
+from proxy.store.jobs import new_ticket_id
 from tests.hardening.stack import ADMIN, CLIENT_A, CLIENT_B, HardStack, hard_stack
 
 TICKET_ID = re.compile(r"tkt_[A-Za-z0-9_-]{32}")

@@ -12,9 +12,9 @@ import httpx
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from proxy.api.openapi.document import describe, openapi_json
+from proxy.api.wire import ChatRequest
 from proxy.app import _routes
-from proxy.openapi import describe, openapi_json
-from proxy.wire import ChatRequest
 from tests.hardening.stack import HardStack
 
 METHODS = {"get", "post", "put", "patch", "delete"}

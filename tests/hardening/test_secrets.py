@@ -17,7 +17,7 @@ import httpx
 import pytest
 from starlette.routing import Route
 
-from proxy.cli import main as cli_main
+from proxy.cli.main import main as cli_main
 from tests.hardening.stack import (
     ADMIN,
     CLIENT_A,

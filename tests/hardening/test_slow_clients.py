@@ -107,11 +107,11 @@ def test_many_stalled_connections_do_not_block_anyone_else(served: Serve) -> Non
 
 # Proposed: [server] client_timeout (how long a client may take to send its request
 # headers and body; then 408 / the connection is closed), max_header_bytes (uvicorn's
-# h11_max_incomplete_event_size, today fixed at 64 KiB in proxy/cli.py _serve).
+# h11_max_incomplete_event_size, today fixed at 64 KiB in proxy/cli/main.py _serve).
 TIMEOUT_REASON = (
     "missing limit: a client that stalls while sending headers or the body holds its "
     "connection (and, mid-body, a handler task) forever: uvicorn has no read timeout and "
-    "proxy.http_io.read_body none either; proposed [server] client_timeout, see report"
+    "proxy.api.http_io.read_body none either; proposed [server] client_timeout, see report"
 )
 
 

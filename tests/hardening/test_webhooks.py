@@ -29,7 +29,7 @@ def eventually(check: Callable[[], Any], timeout: float = 10) -> Any:
 
 
 def receiver_verify(header: str, body: bytes, *, now: float) -> bool:
-    """What a receiver writes from the README alone (not proxy.webhooks.verify)."""
+    """What a receiver writes from the README alone (not proxy.deferral.webhooks.verify)."""
     fields = dict(part.split("=", 1) for part in header.split(","))
     timestamp = int(fields["t"])
     expected = hmac.new(WEBHOOK_SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)

@@ -1,10 +1,10 @@
-"""Alert rules as tables: rows + thresholds + now -> alerts (``proxy/alerts.py``)."""
+"""Alert rules as tables: rows + thresholds + now -> alerts (``proxy/ops/alerts.py``)."""
 
 from __future__ import annotations
 
 import pytest
 
-from proxy.alerts import (
+from proxy.ops.alerts import (
     WINDOW_MS,
     Alert,
     AlertKind,

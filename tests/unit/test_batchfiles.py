@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 import pytest
 
-from proxy.batchfiles import batch_line, jsonl, line_overhead, outcome_of, upstream_body
-from proxy.jobs import TicketStatus
+from proxy.deferral.batchfiles import batch_line, jsonl, line_overhead, outcome_of, upstream_body
+from proxy.store.jobs import TicketStatus
 
 CHAT = "/v1/chat/completions"
 

@@ -1,4 +1,4 @@
-"""proxy.deadlines: asyncio.timeout's behaviour (a TimeoutError in place of the body, the
+"""proxy.lanes.deadlines: asyncio.timeout's behaviour (a TimeoutError in place of the body, the
 caller's own cancellation left alone), coarse by design, with timers shared per slot."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from proxy import deadlines
-from proxy.deadlines import deadline
+from proxy.lanes import deadlines
+from proxy.lanes.deadlines import deadline
 
 
 async def test_a_body_that_finishes_in_time_is_untouched() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy import estimate
+from proxy.costs import estimate
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -89,7 +89,7 @@ def test_the_table(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_exact_decimal_arithmetic() -> None:
-    from proxy.pricing import Pricer
+    from proxy.costs.pricing import Pricer
     from proxy.settings import ModelPrice
 
     rates = Pricer(user_models={"m": ModelPrice(input=0.1, output=0.3)}).rates("openai", "m", 0)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy import gc_tuning
+from proxy.api import gc_tuning
 from proxy.app import create_app
 from proxy.settings import parse_settings
 

@@ -15,7 +15,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from starlette.applications import Starlette
 
 from adapters.clock import ManualClock
-from adapters.emulators.gemini_server import GeminiEmulatorConfig, create_app
+from adapters.emulators.gemini.server import GeminiEmulatorConfig, create_app
 from adapters.errors import (
     RateLimited,
     Unsupported,
@@ -24,7 +24,7 @@ from adapters.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from adapters.gemini import GeminiAdapter, GeminiStream
+from adapters.gemini.chat import GeminiAdapter, GeminiStream
 
 FLASH = "gemini-2.5-flash"
 

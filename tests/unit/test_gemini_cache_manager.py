@@ -15,10 +15,10 @@ from openai.types.chat import ChatCompletion
 from starlette.applications import Starlette
 
 from adapters.clock import ManualClock
-from adapters.emulators.gemini_server import GeminiEmulatorConfig, create_app
-from adapters.gemini import GeminiAdapter
-from adapters.gemini_cache import CacheModel, CachePolicy, CachePrices, credential_hash
-from adapters.gemini_cache_manager import CacheManager
+from adapters.emulators.gemini.server import GeminiEmulatorConfig, create_app
+from adapters.gemini.cache import CacheModel, CachePolicy, CachePrices, credential_hash
+from adapters.gemini.cache_manager import CacheManager
+from adapters.gemini.chat import GeminiAdapter
 from proxy.store.db import Database
 from proxy.store.gemini_caches import SqliteCacheRegistry
 

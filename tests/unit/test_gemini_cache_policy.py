@@ -1,4 +1,4 @@
-"""Pure cache rules: candidate prefixes, fingerprints, economics (adapters.gemini_cache)."""
+"""Pure cache rules: candidate prefixes, fingerprints, economics (adapters.gemini.cache)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from adapters.errors import Unsupported
-from adapters.gemini_cache import (
+from adapters.gemini.cache import (
     MAX_CANDIDATES,
     CacheMode,
     CachePrices,
@@ -21,7 +21,7 @@ from adapters.gemini_cache import (
     varying_start,
     with_cache,
 )
-from adapters.gemini_translate import GeminiCall, build_request
+from adapters.gemini.translate import GeminiCall, build_request
 
 FLASH = CachePrices(input=0.30, cached_input=0.03, storage_per_hour=1.00)
 PRO = CachePrices(input=1.25, cached_input=0.125, storage_per_hour=4.50)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adapters.gemini_cache import CacheEntry, Sighting
+from adapters.gemini.cache import CacheEntry, Sighting
 from proxy.store.db import Database
 from proxy.store.gemini_caches import SqliteCacheRegistry
 

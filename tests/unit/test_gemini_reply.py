@@ -10,9 +10,9 @@ from google.genai import types
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from adapters.errors import RateLimited, UpstreamStatus, UpstreamUnreachable
-from adapters.gemini_translate import build_request
-from adapters.gemini_translate_errors import is_cache_gone, is_too_small, status_error
-from adapters.gemini_translate_reply import StreamTranslator, parse_response, usage_of
+from adapters.gemini.errors import is_cache_gone, is_too_small, status_error
+from adapters.gemini.reply import StreamTranslator, parse_response, usage_of
+from adapters.gemini.translate import build_request
 
 USAGE = {
     "promptTokenCount": 1200,

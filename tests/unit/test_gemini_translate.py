@@ -1,4 +1,4 @@
-"""OpenAI chat request -> Gemini generateContent body (adapters.gemini_translate)."""
+"""OpenAI chat request -> Gemini generateContent body (adapters.gemini.translate)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from google.genai import types
 
 from adapters.errors import Unsupported
-from adapters.gemini_translate import build_request
-from adapters.gemini_translate_schema import convert_schema
+from adapters.gemini.schema import convert_schema
+from adapters.gemini.translate import build_request
 
 PNG = base64.b64encode(b"\x89PNG fake image bytes").decode()
 

@@ -7,7 +7,7 @@ import itertools
 import orjson
 import pytest
 
-from proxy.jobs import (
+from proxy.store.jobs import (
     BatchState,
     Ticket,
     TicketStatus,
@@ -134,8 +134,8 @@ def test_ticket_object_shapes() -> None:
 
 
 def test_routing_log_rows_for_tickets() -> None:
-    from proxy.jobs import Outcome
-    from proxy.route_rows import final, route_row
+    from proxy.store.jobs import Outcome
+    from proxy.store.route_rows import final, route_row
     from proxy.store.routes import COLUMNS
 
     with pytest.raises(KeyError):

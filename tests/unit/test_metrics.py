@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.metrics import CONTENT_TYPE, Metrics
+from proxy.ops.metrics import CONTENT_TYPE, Metrics
 from proxy.settings import parse_settings
 from proxy.store.db import Database
 

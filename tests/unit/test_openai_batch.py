@@ -13,9 +13,9 @@ from starlette.applications import Starlette
 
 from adapters.base import BatchStatus
 from adapters.clock import ManualClock
-from adapters.emulators.openai_batches import BatchEmulator, BatchEmulatorConfig
-from adapters.emulators.openai_config import OpenAIEmulatorConfig
-from adapters.emulators.openai_server import create_app
+from adapters.emulators.openai.batch.emulator import BatchEmulator, BatchEmulatorConfig
+from adapters.emulators.openai.config import OpenAIEmulatorConfig
+from adapters.emulators.openai.server import create_app
 from adapters.errors import (
     RateLimited,
     UpstreamProtocolError,
@@ -23,7 +23,7 @@ from adapters.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from adapters.openai_batch import OpenAIBatchAdapter, build_create, parse_batch
+from adapters.openai.batch import OpenAIBatchAdapter, build_create, parse_batch
 
 CHAT = "/v1/chat/completions"
 BATCH_JSON: dict[str, Any] = {

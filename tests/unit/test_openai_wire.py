@@ -1,7 +1,7 @@
 import pytest
 
 from adapters.errors import RateLimited, UpstreamStatus
-from adapters.openai_wire import (
+from adapters.wire import (
     extract_usage,
     parse_retry_after,
     sse_events,

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from proxy.planner import Lane, plan
+from proxy.lanes.planner import Lane, plan
 from proxy.settings import Settings, parse_settings
 
 CHAT = "/v1/chat/completions"

@@ -1,4 +1,4 @@
-"""The cost rules of proxy.pricing, on hand-set prices (no genai-prices)."""
+"""The cost rules of proxy.costs.pricing, on hand-set prices (no genai-prices)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from adapters.openai_wire import Usage
-from proxy.pricing import Cost, Pricer, UsageFacts
-from proxy.pricing_sources import load_shipped_table
+from adapters.wire import Usage
+from proxy.costs.pricing import Cost, Pricer, UsageFacts
+from proxy.costs.sources import load_shipped_table
 from proxy.settings import ModelPrice, PriceWindow
 
 MONDAY_NOON = datetime(2026, 11, 23, 12, 0, tzinfo=UTC).timestamp()
@@ -174,7 +174,7 @@ def test_bad_usage_is_clamped() -> None:
 
 def test_unknown_model_is_none_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:
     p = pricer()
-    with caplog.at_level(logging.WARNING, logger="proxy.pricing"):
+    with caplog.at_level(logging.WARNING, logger="proxy.costs.pricing"):
         for _ in range(3):
             assert (
                 p.cost(

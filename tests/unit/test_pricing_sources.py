@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from genai_prices import data_snapshot
 
-from proxy.pricing import Pricer, UsageFacts
-from proxy.pricing_sources import GenaiModel, GenaiPrices, load_price_table, load_shipped_table
+from proxy.costs.pricing import Pricer, UsageFacts
+from proxy.costs.sources import GenaiModel, GenaiPrices, load_price_table, load_shipped_table
 from proxy.settings import ConfigError, ModelPrice, parse_settings
 
 
@@ -227,7 +227,7 @@ def test_configured_models_without_a_price_warn_at_start(
             },
         }
     )
-    with caplog.at_level(logging.WARNING, logger="proxy.pricing"):
+    with caplog.at_level(logging.WARNING, logger="proxy.costs.pricing"):
         Pricer.from_settings(settings)
     assert [r.getMessage() for r in caplog.records] == [
         "no price known for openai model 'mystery': its cost is recorded as null"

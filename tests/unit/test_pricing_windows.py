@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from proxy.pricing import next_cheaper_window_start, window_multiplier
+from proxy.costs.pricing import next_cheaper_window_start, window_multiplier
 from proxy.settings import PriceWindow
 
 WEEKDAYS = ["mon", "tue", "wed", "thu", "fri"]

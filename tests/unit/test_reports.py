@@ -17,8 +17,15 @@ from typing import Any
 
 import pytest
 
-from proxy import reports
-from proxy.reports import GROUPINGS, Report, build_report, render_csv, render_json, render_table
+from proxy.costs import reports
+from proxy.costs.reports import (
+    GROUPINGS,
+    Report,
+    build_report,
+    render_csv,
+    render_json,
+    render_table,
+)
 from proxy.settings import ConfigError
 from proxy.store.db import Database
 from proxy.store.routes import COLUMNS, insert_routes

@@ -3,8 +3,8 @@ import pytest
 from adapters.errors import RateLimited, Unsupported, UpstreamStatus, UpstreamTimeout
 from proxy.auth import Authenticator
 from proxy.errors import Unauthorized
-from proxy.realtime import call_with_retries
-from proxy.retry import retry_delay
+from proxy.lanes.realtime import call_with_retries
+from proxy.lanes.retry import retry_delay
 from proxy.settings import AuthKey, RetrySettings, hash_key
 
 POLICY = RetrySettings(max_retries=2, backoff_base=0.5, backoff_max=8.0, max_retry_after=60.0)

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from adapters.emulators.openai_batch_lines import LineFault
+from adapters.emulators.openai.batch.lines import LineFault
 from tests.deferral.harness import RUN, Stack, stack
 
 HOUR = 3600

@@ -13,12 +13,12 @@ import httpx
 import pytest
 
 from adapters.base import BatchAdapter, BatchInfo, BatchStatus
-from adapters.emulators.openai_batch_lines import LineFault
+from adapters.emulators.openai.batch.lines import LineFault
 from adapters.errors import UpstreamTimeout
-from proxy.ingest import ingest
-from proxy.jobs import BatchState
-from proxy.scheduler import RECONCILE_GRACE_MS, Scheduler
+from proxy.deferral.ingest import ingest
+from proxy.deferral.scheduler import RECONCILE_GRACE_MS, Scheduler
 from proxy.store import batches as bstore
+from proxy.store.jobs import BatchState
 from tests.deferral.harness import RUN, SECRET, Stack, stack
 
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from adapters.emulators.faults import Fault
-from proxy.pricing import Pricer
+from proxy.costs.pricing import Pricer
 from tests.deferral.harness import Stack, stack
 
 HOUR = 3600

@@ -7,10 +7,9 @@ from typing import Any
 
 import pytest
 
-from proxy import route_rows
-from proxy.jobs import NewTicket, Outcome, TicketFacts, TicketStatus
 from proxy.store import batches as bstore
 from proxy.store import db as dbmod
+from proxy.store import route_rows
 from proxy.store import tickets as tstore
 from proxy.store.db import (
     MAX_ROWS,
@@ -20,6 +19,7 @@ from proxy.store.db import (
     update_values,
     values_statements,
 )
+from proxy.store.jobs import NewTicket, Outcome, TicketFacts, TicketStatus
 
 T = TicketStatus
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.routelog import RouteLog
+from proxy.ops.routelog import RouteLog
 from proxy.store.db import Database, GroupCommit
 from proxy.store.migrations import MIGRATIONS
 

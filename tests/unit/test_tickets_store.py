@@ -9,9 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from proxy.jobs import TICKET_TRANSITIONS, NewTicket, TicketStatus, TransitionError, new_ticket_id
 from proxy.store import tickets as store
 from proxy.store.db import Database, GroupCommit
+from proxy.store.jobs import (
+    TICKET_TRANSITIONS,
+    NewTicket,
+    TicketStatus,
+    TransitionError,
+    new_ticket_id,
+)
 
 T = TicketStatus
 NOW = 1_767_225_600_000

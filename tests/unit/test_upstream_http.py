@@ -22,7 +22,7 @@ from adapters.errors import (
     UpstreamUnreachable,
 )
 from adapters.http import AiohttpUpstream, read_capped
-from adapters.openai import OpenAIAdapter
+from adapters.openai.chat import OpenAIAdapter
 
 COMPLETION = {
     "id": "chatcmpl-1",

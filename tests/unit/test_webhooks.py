@@ -10,10 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from proxy.errors import InvalidHeader
-from proxy.settings import WebhookSettings
-from proxy.store import tickets as tstore
-from proxy.webhooks import (
+from proxy.deferral.webhooks import (
     SIGNATURE_HEADER,
     backoff,
     callback_url,
@@ -22,6 +19,9 @@ from proxy.webhooks import (
     sign,
     verify,
 )
+from proxy.errors import InvalidHeader
+from proxy.settings import WebhookSettings
+from proxy.store import tickets as tstore
 from tests.deferral.harness import RUN, SECRET, Stack, stack
 
 HOOK = "https://hooks.test/costroute"

@@ -1,0 +1,3 @@
+"""The Gemini emulator: generateContent (plain and SSE), countTokens, cachedContents, models.
+Imports adapters.emulators' shared modules.
+"""

@@ -1,0 +1,60 @@
+"""Provider type -> how to build its parts: the real-time chat adapter, the batch adapter
+(if the provider has a batch lane here) and any background service the provider needs
+(Gemini's managed context caches). The proxy builds every provider through ``build``,
+from a ``ProviderConfig`` of plain values, so it never names a provider's modules.
+
+Adding a provider: one package under ``adapters/``, a ``build(config) -> ProviderParts``
+function there, one entry in ``BUILDERS``, its prices and its emulator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from adapters.base import BatchAdapter
+from adapters.parts import ProviderConfig, ProviderParts
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderKind:
+    """How to build one provider type. ``build_batch`` alone serves work without a running
+    server (``costroute flush``): it builds no real-time pool."""
+
+    build: Callable[[ProviderConfig], ProviderParts]
+    build_batch: Callable[[ProviderConfig], BatchAdapter | None]
+
+
+def _no_batch(_config: ProviderConfig) -> BatchAdapter | None:
+    return None
+
+
+def _kinds() -> dict[str, ProviderKind]:
+    # Each provider package is imported here only; nothing else in the proxy names one.
+    from adapters.deepseek import provider as deepseek
+    from adapters.gemini import provider as gemini
+    from adapters.openai import provider as openai
+
+    return {
+        "openai": ProviderKind(openai.build, openai.build_batch),
+        "deepseek": ProviderKind(deepseek.build, _no_batch),
+        "gemini": ProviderKind(gemini.build, _no_batch),
+    }
+
+
+def kind(config: ProviderConfig) -> ProviderKind:
+    kinds = _kinds()
+    try:
+        return kinds[config.type]
+    except KeyError:
+        raise ValueError(
+            f"providers.{config.name}: unknown type {config.type!r} (known: {', '.join(kinds)})"
+        ) from None
+
+
+def build(config: ProviderConfig) -> ProviderParts:
+    return kind(config).build(config)
+
+
+def build_batch(config: ProviderConfig) -> BatchAdapter | None:
+    return kind(config).build_batch(config)

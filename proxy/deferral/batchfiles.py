@@ -1,0 +1,181 @@
+"""Batch files: JSONL input lines written from stored bodies without re-parsing them,
+and output/error lines parsed and classified one at a time.
+
+Input lines are ``{"custom_id": <ticket id>, "method": "POST", "url": <endpoint>,
+"body": <stored upstream body>}``; results are joined on ``custom_id``, never by position,
+because providers write result files in any order.
+
+A result line is one of:
+
+- success: ``response.status_code`` 2xx, ``response.body`` the endpoint's JSON;
+- an HTTP-level failure: ``response.status_code`` 4xx/5xx, ``response.body.error``;
+- a non-HTTP failure: ``response`` null, ``error: {"code", "message"}`` (``batch_expired``).
+
+Retryable failures (429 rate limits, 408/409, 5xx, ``batch_expired``, ``batch_cancelled``,
+unknown non-HTTP codes) send the ticket back to the queue; permanent ones (other 4xx:
+invalid request, content policy, token/context limits, quota) fail it with the provider's
+error object.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from proxy.store.jobs import Outcome, TicketStatus
+
+log = logging.getLogger(__name__)
+
+_STREAM_KEYS = ("stream", "stream_options")
+# Non-HTTP codes that are the provider's fault or the clock's, never the request's.
+_RETRY_CODES = frozenset(
+    {
+        "batch_expired",
+        "batch_cancelled",
+        "rate_limit_exceeded",
+        "rate_limit",
+        "server_error",
+        "internal_error",
+        "timeout",
+        "resource_unavailable",
+    }
+)
+# Error ``type``s of rate limits (OpenAI says "tokens"/"requests") and server faults.
+_RETRY_TYPES = frozenset({"rate_limit_exceeded", "server_error", "tokens", "requests"})
+# 4xx/non-HTTP codes that no amount of retrying fixes.
+_PERMANENT_CODES = frozenset(
+    {
+        "insufficient_quota",
+        "invalid_request_error",
+        "content_policy_violation",
+        "content_filter",
+        "context_length_exceeded",
+        "token_limit_exceeded",
+        "string_above_max_length",
+        "model_not_found",
+        "unsupported_parameter",
+        "invalid_value",
+    }
+)
+
+
+def upstream_body(body: dict[str, Any], upstream_model: str) -> bytes:
+    """The exact body the provider will get: the upstream model, and no streaming
+    (a batch line with ``stream`` fails validation)."""
+    out = {key: value for key, value in body.items() if key not in _STREAM_KEYS}
+    out["model"] = upstream_model
+    return orjson.dumps(out)
+
+
+_PREFIX = b'{"custom_id":"'
+_MIDDLE = b'","method":"POST","url":"'
+_BODY = b'","body":'
+_END = b"}\n"
+
+
+def line_overhead(endpoint: str) -> int:
+    """Bytes a line adds around its ticket id and body."""
+    return len(_PREFIX) + len(_MIDDLE) + len(endpoint.encode()) + len(_BODY) + len(_END)
+
+
+def batch_line(ticket_id: str, endpoint: str, body: bytes) -> bytes:
+    # Ticket ids and endpoints are URL-safe ASCII, so no escaping is needed; the body
+    # is already JSON and is spliced in as is.
+    return b"".join((_PREFIX, ticket_id.encode(), _MIDDLE, endpoint.encode(), _BODY, body, _END))
+
+
+async def jsonl(rows: AsyncIterable[tuple[str, bytes]], endpoint: str) -> AsyncIterator[bytes]:
+    async for ticket_id, body in rows:
+        yield batch_line(ticket_id, endpoint, body)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+
+
+def usage_of(body: Any) -> Usage:
+    usage = body.get("usage") if isinstance(body, dict) else None
+    if not isinstance(usage, dict):
+        return Usage()
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return Usage(
+        _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")), _int(cached)
+    )
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def retryable(status_code: int | None, error: dict[str, Any]) -> bool:
+    code = str(error.get("code") or "")
+    kind = str(error.get("type") or "")
+    if code in _PERMANENT_CODES:
+        return False
+    if code in _RETRY_CODES or kind in _RETRY_TYPES:
+        return True
+    if status_code is None:
+        # Unknown non-HTTP failure: the request itself was never judged; try again.
+        return True
+    return status_code in (408, 409, 429) or status_code >= 500
+
+
+def error_object(raw: Any, *, status_code: int | None) -> dict[str, Any]:
+    """The OpenAI error object (message, type, param, code) from either line shape."""
+    error = raw if isinstance(raw, dict) else {}
+    code = error.get("code")
+    kind = error.get("type") or (
+        "invalid_request_error" if status_code and 400 <= status_code < 500 else "batch_error"
+    )
+    return {
+        "message": str(error.get("message") or f"batch request failed ({code or status_code})"),
+        "type": str(kind),
+        "param": error.get("param"),
+        "code": None if code is None else str(code),
+    }
+
+
+def outcome_of(raw: bytes) -> Outcome | None:
+    """Classify one output or error line; ``None`` if it cannot be attributed to a ticket."""
+    try:
+        line = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        log.warning("unparseable batch result line (%d bytes) skipped", len(raw))
+        return None
+    if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
+        log.warning("batch result line without custom_id skipped")
+        return None
+    ticket_id: str = line["custom_id"]
+    response = line.get("response")
+    if isinstance(response, dict):
+        status_code = _int(response.get("status_code")) or 0
+        body = response.get("body")
+        if 200 <= status_code < 300 and isinstance(body, dict):
+            usage = usage_of(body)
+            return Outcome(
+                ticket_id,
+                TicketStatus.COMPLETED,
+                result=orjson.dumps(body),
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cached_tokens=usage.cached_tokens,
+                detail="batch line succeeded",
+            )
+        inner = body.get("error") if isinstance(body, dict) else None
+        error = error_object(inner, status_code=status_code)
+        again = retryable(status_code, error)
+        detail = f"batch line failed: HTTP {status_code} {error['code'] or error['type']}"
+    else:
+        error = error_object(line.get("error"), status_code=None)
+        again = retryable(None, error)
+        detail = f"batch line failed: {error['code'] or 'unknown error'}"
+    status = TicketStatus.QUEUED if again else TicketStatus.FAILED
+    return Outcome(ticket_id, status, error=error, detail=detail)

@@ -1,0 +1,217 @@
+"""Flushing queued batch-lane tickets into provider batch jobs.
+
+Queued tickets are grouped by (provider, upstream model, endpoint), since a provider batch
+file holds one model. A group is due when it holds ``batch.flush_lines`` tickets, when its
+oldest ticket has waited ``batch.max_wait``, when a deadline leaves no more room than
+``batch.min_tolerance``, or when a flush is forced. A due group is held while its provider
+has ``max_active_batches`` live batches, while the model's ``enqueued_token_budget`` is
+used up, or for a while after the provider refused a batch for its token limit.
+
+Each batch is claimed into a local ``created`` row first (``proxy.store.batches.claim``),
+then its JSONL is streamed to the Files API and the batch is created with the local id in
+its metadata, so a crash at any point is settled by reconciliation, never by a second
+submission.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.base import BatchAdapter
+from adapters.errors import AdapterError, UpstreamStatus
+from proxy.context import Services
+from proxy.deferral.batchfiles import jsonl, line_overhead
+from proxy.durations import format_duration
+from proxy.store import batches as bstore
+from proxy.store import tickets as tstore
+from proxy.store.jobs import Batch, new_batch_id
+
+log = logging.getLogger(__name__)
+
+METADATA_KEY = "costroute_batch_id"
+
+
+@dataclass(frozen=True, slots=True)
+class FlushSummary:
+    batches: tuple[str, ...] = ()
+    tickets: int = 0
+    held: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "object": "flush",
+            "batches": list(self.batches),
+            "tickets": self.tickets,
+            "held": list(self.held),
+            "failed": list(self.failed),
+        }
+
+
+class Flusher:
+    def __init__(
+        self, services: Services, *, inflight: set[str], alert: Callable[[str], None]
+    ) -> None:
+        self.services = services
+        # Local batch ids being uploaded or created right now: reconciliation skips them.
+        self._inflight = inflight
+        self._alert = alert
+        self._lock = asyncio.Lock()
+        # (provider, upstream model) -> Unix ms before which the group is held.
+        self.cooldown: dict[tuple[str, str], int] = {}
+
+    def hold(self, provider: str, model: str, until_ms: int) -> None:
+        self.cooldown[(provider, model)] = until_ms
+
+    def _now_ms(self) -> int:
+        return int(self.services.clock.now() * 1000)
+
+    async def flush(self, *, force: bool = False) -> FlushSummary:
+        async with self._lock:
+            return await self._flush(force)
+
+    async def _flush(self, force: bool) -> FlushSummary:
+        db, settings = self.services.db, self.services.settings
+        now_ms = self._now_ms()
+        await self._watch_queue(now_ms)
+        created: list[str] = []
+        held: list[str] = []
+        failed: list[str] = []
+        count = 0
+        skip: set[tuple[str, str, str]] = set()
+        while True:
+            picked = None
+            live = await bstore.live_by_provider(db)
+            for group in await bstore.queued_groups(db):
+                key = (group.provider, group.model, group.endpoint)
+                if key in skip or self._due(group, now_ms, force) is None:
+                    continue
+                skip_reason = await self._blocked(group, live, now_ms)
+                if skip_reason is not None:
+                    held.append(f"{group.model} {group.endpoint}: {skip_reason}")
+                    skip.add(key)
+                    continue
+                picked = group
+                break
+            if picked is None:
+                break
+            key = (picked.provider, picked.model, picked.endpoint)
+            room, first = await self._token_room(picked.provider, picked.model)
+            async with db.bulk():  # one claim moves up to 50,000 ticket rows
+                batch = await bstore.claim(
+                    db,
+                    batch_id=new_batch_id(),
+                    group=picked,
+                    now_ms=now_ms,
+                    max_lines=settings.batch.max_lines,
+                    max_bytes=settings.batch.max_bytes,
+                    line_overhead=line_overhead(picked.endpoint),
+                    token_room=room,
+                    first_always=first,
+                )
+            if batch is None:
+                held.append(f"{picked.model} {picked.endpoint}: waiting: enqueued_token_budget")
+                skip.add(key)
+                continue
+            log.info(
+                "batch %s: %d %s tickets for %s (%s)",
+                batch.id, batch.line_count, picked.endpoint, picked.model,
+                self._due(picked, now_ms, force),
+            )  # fmt: skip
+            if await self._submit(self.services.batch[picked.provider], batch):
+                created.append(batch.id)
+                count += batch.line_count
+            else:
+                failed.append(batch.id)
+                skip.add(key)
+        return FlushSummary(tuple(created), count, tuple(held), tuple(failed))
+
+    def _due(self, group: bstore.Group, now_ms: int, force: bool) -> str | None:
+        batch = self.services.settings.batch
+        if force:
+            return "flush requested"
+        if group.count >= batch.flush_lines:
+            return f"{group.count} tickets >= batch.flush_lines"
+        if now_ms - group.oldest_ms >= batch.max_wait * 1000:
+            return f"oldest ticket waited batch.max_wait {format_duration(batch.max_wait)}"
+        room = (batch.min_tolerance + batch.flush_interval) * 1000
+        if group.earliest_deadline_ms - now_ms <= room:
+            return "a deadline needs it"
+        return None
+
+    async def _blocked(self, group: bstore.Group, live: dict[str, int], now_ms: int) -> str | None:
+        if group.provider not in self.services.batch:
+            return f"no batch adapter for provider {group.provider}"
+        limit = self.services.settings.providers[group.provider].max_active_batches
+        if live.get(group.provider, 0) >= limit:
+            return f"waiting: {group.provider} max_active_batches ({limit}) reached"
+        if self.cooldown.get((group.provider, group.model), 0) > now_ms:
+            return "waiting: the provider's enqueued-token limit was hit recently"
+        room, _ = await self._token_room(group.provider, group.model)
+        if room is not None and room <= 0:
+            return "waiting: enqueued_token_budget is used by live batches"
+        return None
+
+    async def _token_room(self, provider: str, upstream: str) -> tuple[int | None, bool]:
+        """(prompt tokens that may still be enqueued or None for no budget, whether
+        nothing is in flight, in which case the first ticket goes regardless)."""
+        settings = self.services.settings
+        budgets = [
+            m.enqueued_token_budget
+            for name, m in settings.models.items()
+            if m.provider == provider
+            and settings.upstream_model(name) == upstream
+            and m.enqueued_token_budget is not None
+        ]
+        if not budgets:
+            return None, True
+        used = await bstore.live_tokens(self.services.db, provider, upstream)
+        return min(budgets) - used, used == 0
+
+    async def _submit(self, adapter: BatchAdapter, batch: Batch) -> bool:
+        """Upload and create one claimed batch. Whatever happens, no ticket is lost: a
+        refusal requeues the tickets; an unknown outcome (a timeout or a retryable
+        answer while creating) is left to reconciliation, which looks for the batch's
+        metadata upstream before requeueing anything."""
+        db = self.services.db
+        self._inflight.add(batch.id)
+        phase = "upload"
+        try:
+            lines = jsonl(bstore.lines_of(db, batch.id), batch.endpoint)
+            file_id = await adapter.upload_jsonl(lines, filename=f"{batch.id}.jsonl")
+            await bstore.set_input_file(db, batch.id, file_id)
+            phase = "create"
+            info = await adapter.create_batch(
+                input_file_id=file_id, endpoint=batch.endpoint, metadata={METADATA_KEY: batch.id}
+            )
+        except AdapterError as exc:
+            # No batch can exist upstream without its file, nor after a clear refusal.
+            if phase == "upload" or (isinstance(exc, UpstreamStatus) and not exc.retryable):
+                reason = f"{phase} failed: {exc.message}"
+                await bstore.release(db, batch.id, now_ms=self._now_ms(), reason=reason)
+                log.warning("batch %s: %s; tickets requeued", batch.id, reason)
+            else:
+                log.warning("batch %s: create outcome unknown (%s)", batch.id, exc.message)
+            return False
+        finally:
+            self._inflight.discard(batch.id)
+        now_ms = self._now_ms()
+        return await bstore.mark_submitted(
+            db,
+            batch.id,
+            provider_batch_id=info.id,
+            input_file_id=file_id,
+            now_ms=now_ms,
+            next_poll_ms=now_ms + self.services.settings.batch.poll_interval * 1000,
+        )
+
+    async def _watch_queue(self, now_ms: int) -> None:
+        oldest = await tstore.oldest_queued_ms(self.services.db)
+        limit = self.services.settings.batch.alert_queue_age
+        if oldest is not None and now_ms - oldest > limit * 1000:
+            age = format_duration((now_ms - oldest) // 1000)
+            self._alert(f"oldest queued ticket has waited {age} (> batch.alert_queue_age)")

@@ -1,0 +1,176 @@
+"""Ingesting a finished provider batch: stream its output and error files, apply each
+line's outcome to its ticket, then settle the tickets no line spoke for.
+
+"completed" never means every line succeeded: each line is classified on its own
+(``proxy.deferral.batchfiles.outcome_of``). Expired and cancelled batches keep their finished
+lines and requeue the rest; a batch that failed validation fails the tickets whose lines
+were bad and requeues the others (without charging an attempt when the provider only
+refused for capacity). Ingestion is idempotent: every update is conditional on the ticket
+still waiting on this batch, so a crash mid-ingest followed by a second run finishes each
+ticket exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from adapters.base import BatchAdapter, BatchInfo, BatchStatus
+from proxy.context import Services
+from proxy.deferral.batchfiles import error_object, outcome_of
+from proxy.deferral.queue import finalized, priced
+from proxy.store import batches as bstore
+from proxy.store import route_rows
+from proxy.store.jobs import Batch, BatchState, Outcome, TicketStatus
+
+log = logging.getLogger(__name__)
+
+# Lines applied per transaction: big enough to amortise commits, small enough that
+# enqueues waiting for the writer are not held up for long. Result lines arrive in any
+# order and ticket ids are random, so every chunk rewrites a share of the pages of the
+# ticket table and of the ids-keyed indexes (events, results) that grows with the chunk
+# until it covers them all: each chunk's commit copies those pages into the WAL. At
+# 2,000 lines a 50,000-line ingest wrote 634 MB, at 5,000 it writes 423 MB and runs
+# ~17 % faster. The price: the writer (and any enqueue waiting for it) is held longer
+# per chunk, 0.25-0.4 s against 0.18-0.25 s (2 busy cores, Python work included).
+_CHUNK = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    # The provider refused the batch for capacity (enqueued-token limit): hold the group.
+    capacity_refusal: bool = False
+    failure_rate: float = 0.0
+
+
+async def ingest(
+    services: Services, batch: Batch, info: BatchInfo, *, read_files: bool = True
+) -> Ingested:
+    """Apply a final batch's results and close it. Download errors propagate (as
+    ``AdapterError``) with the batch still ``submitted``, so the next poll retries.
+    Without ``read_files`` (its files are gone for good) every ticket still waiting on
+    the batch is requeued as if its line were missing."""
+    async with services.db.bulk():
+        return await _ingest(services, batch, info, read_files=read_files)
+
+
+async def _ingest(
+    services: Services, batch: Batch, info: BatchInfo, *, read_files: bool
+) -> Ingested:
+    adapter = services.batch[batch.provider]
+    files = (info.output_file_id, info.error_file_id) if read_files else ()
+    for file_id in files:
+        if file_id:
+            await _ingest_file(services, adapter, batch, file_id)
+    refusal = False
+    if info.status is BatchStatus.FAILED:
+        refusal = await _validation_failed(services, batch, info)
+    rest = await bstore.unresolved_ids(services.db, batch.id)
+    if rest:
+        code = {
+            BatchStatus.EXPIRED: "batch_expired",
+            BatchStatus.CANCELLED: "batch_cancelled",
+        }.get(info.status, "missing_result")
+        message = f"The batch ended {info.status} without a result for this request."
+        error = error_object({"code": code, "message": message}, status_code=None)
+        detail = f"batch {info.status}: no result, requeued"
+        await apply(
+            services,
+            batch,
+            [Outcome(t, TicketStatus.QUEUED, error=error, detail=detail) for t in rest],
+        )
+    await bstore.close(
+        services.db,
+        batch.id,
+        BatchState(info.status.value),
+        now_ms=int(services.clock.now() * 1000),
+        completed=info.completed,
+        failed=info.failed,
+        errors=info.errors,
+    )
+    total = info.total or batch.line_count
+    log.info("batch %s: %s, %d of %d lines failed", batch.id, info.status, info.failed, total)
+    return Ingested(refusal, info.failed / total if total else 0.0)
+
+
+async def _ingest_file(
+    services: Services, adapter: BatchAdapter, batch: Batch, file_id: str
+) -> None:
+    """Parse lines while the previous chunk is being written: SQLite runs in its own
+    thread, so the two overlap. One chunk in flight at a time keeps memory bounded."""
+    pending: list[Outcome] = []
+    writing: asyncio.Task[None] | None = None
+    try:
+        async for raw in adapter.file_lines(file_id):
+            outcome = outcome_of(raw)
+            if outcome is None:
+                continue
+            pending.append(outcome)
+            if len(pending) >= _CHUNK:
+                if writing is not None:
+                    await writing
+                writing = asyncio.create_task(apply(services, batch, pending))
+                pending = []
+    finally:
+        # A chunk already handed to SQLite commits (or not) as a whole either way.
+        if writing is not None:
+            await writing
+    if pending:
+        await apply(services, batch, pending)
+
+
+async def _validation_failed(services: Services, batch: Batch, info: BatchInfo) -> bool:
+    """Fail the tickets of bad lines (line numbers map back through the id order the
+    file was written in) and requeue the rest. True for a pure capacity refusal."""
+    ids: list[str] | None = None
+    bad: list[Outcome] = []
+    capacity = False
+    for item in info.errors:
+        code = str(item.get("code") or "")
+        line = item.get("line")
+        if isinstance(line, int) and line >= 1:
+            if ids is None:
+                ids = await bstore.ticket_ids_of(services.db, batch.id)
+            if line <= len(ids):
+                error = error_object({**item, "type": "invalid_request_error"}, status_code=400)
+                detail = f"batch validation: line {line} {code}"
+                bad.append(Outcome(ids[line - 1], TicketStatus.FAILED, error=error, detail=detail))
+        elif "limit" in code:
+            capacity = True
+    if bad:
+        await apply(services, batch, bad)
+    rest = await bstore.unresolved_ids(services.db, batch.id)
+    first = dict(info.errors[0]) if info.errors else {"code": "batch_failed"}
+    first.setdefault("message", "The batch failed validation.")
+    error = error_object(first, status_code=None)
+    detail = f"batch failed validation ({first.get('code')}): requeued"
+    refund = capacity and not bad
+    requeue = [Outcome(t, TicketStatus.QUEUED, error=error, detail=detail) for t in rest]
+    await apply(services, batch, requeue, refund=refund)
+    return refund
+
+
+async def apply(
+    services: Services, batch: Batch, outcomes: Sequence[Outcome], *, refund: bool = False
+) -> None:
+    now_ms = int(services.clock.now() * 1000)
+    applied = await bstore.apply_outcomes(
+        services.db,
+        batch.id,
+        outcomes,
+        now_ms=now_ms,
+        max_attempts=services.settings.batch.max_attempts,
+        refund=refund,
+        price=lambda ticket, outcome: priced(services, ticket, outcome),
+        route=lambda ticket, outcome: route_rows.final(ticket, outcome, now_ms=now_ms),
+    )
+    for ticket_id, status in applied.ignored:
+        log.warning(
+            "ticket %s: late result from batch %s ignored (ticket is %s)",
+            ticket_id,
+            batch.id,
+            status,
+        )
+    finalized(services, [t.id for t, _ in applied.final])

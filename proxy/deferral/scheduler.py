@@ -1,0 +1,337 @@
+"""The deferral queue's background work. Each step is a ``*_once`` method that reads the
+time from ``services.clock`` (tests drive them with a ``ManualClock``, no sleeping);
+``start()`` runs them in loops.
+
+- ``flush_once``: submit due groups of queued tickets as provider batches
+  (``proxy.deferral.flusher``).
+- ``poll_once``: retrieve due batches with backoff; on a final status ingest the results
+  (``proxy.deferral.ingest``).
+- ``guard_once``: tickets near their deadline (and off-peak tickets whose cheaper window
+  opened) go ``realtime`` and are sent directly.
+- ``webhooks_once``: deliver due webhooks.
+- ``reconcile_at_startup``: settle local ``created`` batches after a crash: adopt the ones
+  the provider knows by metadata, requeue the tickets of the ones it never saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import httpx
+
+from adapters.base import BatchAdapter, BatchInfo
+from adapters.errors import AdapterError
+from proxy.context import Services
+from proxy.deferral import webhooks
+from proxy.deferral.flusher import METADATA_KEY, Flusher, FlushSummary
+from proxy.deferral.ingest import ingest
+from proxy.deferral.queue import Deferral, send_direct
+from proxy.durations import format_duration
+from proxy.settings import resolve_webhook_secret
+from proxy.store import batches as bstore
+from proxy.store import tickets as tstore
+from proxy.store.jobs import Batch, BatchState, Ticket
+
+log = logging.getLogger(__name__)
+
+# A ``created`` batch older than this with no upload in flight had its outcome lost
+# (e.g. a timeout while creating it): the poll loop reconciles it.
+RECONCILE_GRACE_MS = 120_000
+_LIST_CAP = 20_000
+_DOWNLOAD_TRIES = 3
+
+
+class Scheduler:
+    def __init__(
+        self,
+        services: Services,
+        *,
+        webhook_client: httpx.AsyncClient | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.services = services
+        settings = services.settings
+        self._secret = resolve_webhook_secret(settings, environ)
+        enabled = self._secret is not None and bool(settings.webhooks.allowed_hosts)
+        self.deferral = Deferral(services, webhooks_enabled=enabled)
+        services.extras["deferral"] = self.deferral
+        services.extras["scheduler"] = self
+        self._webhook_client = webhook_client
+        self._own_client = webhook_client is None
+        self._inflight: set[str] = set()
+        self.flusher = Flusher(services, inflight=self._inflight, alert=self._alert)
+        self._sending: dict[str, asyncio.Task[None]] = {}
+        self._send_limit = asyncio.Semaphore(16)
+        self._tasks: list[asyncio.Task[None]] = []
+        # Result downloads the provider refused outright, per local batch id.
+        self._refused: dict[str, int] = {}
+        # Recent monitoring warnings, newest last (also logged).
+        self.alerts: collections.deque[str] = collections.deque(maxlen=200)
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.deferral.start()
+        try:
+            await self.reconcile_at_startup()
+        except Exception:
+            log.exception("start-up reconciliation failed; the poll loop will retry it")
+        batch = self.services.settings.batch
+        tick = max(0.2, float(min(batch.flush_interval, batch.poll_interval)))
+        steps: list[tuple[str, float, Callable[[], Awaitable[Any]]]] = [
+            ("flush", max(0.2, float(batch.flush_interval)), self.flush_once),
+            ("poll", tick, self.poll_once),
+            ("guard", tick, lambda: self.guard_once(wait=False)),
+            ("webhooks", tick, self.webhooks_once),
+        ]
+        self._tasks = [
+            asyncio.create_task(self._loop(name, every, step), name=f"scheduler-{name}")
+            for name, every, step in steps
+        ]
+
+    async def stop(self) -> None:
+        tasks = self._tasks + list(self._sending.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self.deferral.stop()
+        if self._own_client and self._webhook_client is not None:
+            await self._webhook_client.aclose()
+            self._webhook_client = None
+
+    async def run(self) -> None:
+        """Run the loops until cancelled."""
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
+    async def _loop(self, name: str, every: float, step: Callable[[], Awaitable[Any]]) -> None:
+        while True:
+            try:
+                await step()
+            except Exception:
+                log.exception("scheduler %s step failed; retrying", name)
+            await asyncio.sleep(every)
+
+    def _now_ms(self) -> int:
+        return int(self.services.clock.now() * 1000)
+
+    def _alert(self, message: str) -> None:
+        log.warning("%s", message)
+        self.alerts.append(message)
+
+    # --- reconcile ---------------------------------------------------------------------
+
+    async def reconcile_at_startup(self) -> tuple[int, int]:
+        """(adopted, released) local batches that were ``created`` when we stopped."""
+        return await self._reconcile(grace_ms=0)
+
+    async def _reconcile(self, *, grace_ms: int) -> tuple[int, int]:
+        db = self.services.db
+        now_ms = self._now_ms()
+        stale = [
+            b
+            for b in await bstore.batches_in(db, BatchState.CREATED)
+            if b.id not in self._inflight and now_ms - b.created_ms >= grace_ms
+        ]
+        adopted = released = 0
+        for provider in sorted({b.provider for b in stale}):
+            adapter = self.services.batch.get(provider)
+            if adapter is None:
+                continue
+            mine = [b for b in stale if b.provider == provider]
+            try:
+                found, complete = await _find_by_metadata(adapter, {b.id for b in mine})
+            except AdapterError as exc:
+                log.warning(
+                    "reconcile %s: cannot list batches (%s); will retry", provider, exc.message
+                )
+                continue
+            for batch in mine:
+                info = found.get(batch.id)
+                if info is not None:
+                    await bstore.mark_submitted(
+                        db, batch.id, provider_batch_id=info.id, input_file_id=info.input_file_id,
+                        now_ms=now_ms, next_poll_ms=now_ms,
+                    )  # fmt: skip
+                    log.warning(
+                        "batch %s: adopted provider batch %s after a restart", batch.id, info.id
+                    )
+                    adopted += 1
+                elif complete:
+                    await bstore.release(
+                        db, batch.id, now_ms=now_ms, reason="batch never reached the provider"
+                    )
+                    log.warning("batch %s: never reached the provider; tickets requeued", batch.id)
+                    released += 1
+                else:
+                    self._alert(
+                        f"batch {batch.id}: not found in the first {_LIST_CAP} provider batches"
+                    )
+        return adopted, released
+
+    # --- poll and ingest ---------------------------------------------------------------
+
+    async def poll_once(self) -> int:
+        """Poll due batches; returns how many answered."""
+        db, batch_cfg = self.services.db, self.services.settings.batch
+        await self._reconcile(grace_ms=RECONCILE_GRACE_MS)
+        answered = 0
+        for batch in await bstore.batches_in(db, BatchState.SUBMITTED):
+            now_ms = self._now_ms()
+            if batch.next_poll_ms is not None and batch.next_poll_ms > now_ms:
+                continue
+            adapter = self.services.batch.get(batch.provider)
+            if adapter is None or batch.provider_batch_id is None:
+                continue
+            try:
+                info = await adapter.retrieve_batch(batch.provider_batch_id)
+            except AdapterError as exc:
+                failures = batch.poll_failures + 1
+                delay = min(batch_cfg.poll_interval * 2**failures, 3600)
+                await bstore.record_poll(
+                    db, batch.id, next_poll_ms=now_ms + delay * 1000, poll_failures=failures
+                )
+                log.warning("batch %s: poll failed (%s); next in %ss", batch.id, exc.message, delay)
+                continue
+            answered += 1
+            if info.status.final:
+                await self._ingest(batch, info)
+                continue
+            age_s = (now_ms - (batch.submitted_ms or batch.created_ms)) / 1000
+            if age_s > batch_cfg.stuck_after:
+                self._alert(
+                    f"batch {batch.id} ({info.id}) is {info.status} after {format_duration(age_s)} "
+                    f"(> batch.stuck_after {format_duration(batch_cfg.stuck_after)})"
+                )
+            # Poll young batches often and old ones less: most finish well inside 24 h.
+            interval = max(batch_cfg.poll_interval, min(age_s / 10, batch_cfg.poll_interval * 10))
+            await bstore.record_poll(
+                db, batch.id, next_poll_ms=now_ms + int(interval * 1000), poll_failures=0,
+                completed=info.completed, failed=info.failed,
+            )  # fmt: skip
+        return answered
+
+    async def _ingest(self, batch: Batch, info: BatchInfo) -> None:
+        # A result file the provider refuses outright (gone, expired) is retried a few
+        # times, then given up: its tickets go back to the queue instead of waiting on it.
+        give_up = self._refused.get(batch.id, 0) >= _DOWNLOAD_TRIES
+        try:
+            result = await ingest(self.services, batch, info, read_files=not give_up)
+        except AdapterError as exc:
+            if not exc.retryable:
+                self._refused[batch.id] = self._refused.get(batch.id, 0) + 1
+            delay = self.services.settings.batch.poll_interval * 1000
+            await bstore.record_poll(
+                self.services.db,
+                batch.id,
+                next_poll_ms=self._now_ms() + delay,
+                poll_failures=batch.poll_failures + 1,
+            )
+            log.warning("batch %s: result download failed (%s); will retry", batch.id, exc.message)
+            return
+        self._refused.pop(batch.id, None)
+        if give_up:
+            self._alert(f"batch {batch.id} ({info.id}): results unreadable; tickets requeued")
+        batch_cfg = self.services.settings.batch
+        if result.capacity_refusal:
+            hold = max(batch_cfg.max_wait, 60) * 1000
+            self.flusher.hold(batch.provider, batch.model, self._now_ms() + hold)
+        if result.failure_rate > batch_cfg.alert_failure_rate:
+            self._alert(
+                f"batch {batch.id} ({info.id}) {info.status}: {result.failure_rate:.0%} of its "
+                f"lines failed (> batch.alert_failure_rate {batch_cfg.alert_failure_rate:.0%})"
+            )
+
+    # --- guard and direct sends --------------------------------------------------------
+
+    async def guard_once(self, *, wait: bool = True) -> list[str]:
+        """Escalate tickets near their deadline (and off-peak tickets whose window opened)
+        to a direct send; with ``wait`` the sends are awaited (tests)."""
+        margin = self.services.settings.batch.deadline_margin * 1000
+        moved = await tstore.escalate_due(self.services.db, now_ms=self._now_ms(), margin_ms=margin)
+        for ticket, reason in moved:
+            log.warning(
+                "ticket %s (%s, was %s): %s", ticket.id, ticket.model, ticket.status, reason
+            )
+        rows = await tstore.realtime_batch(self.services.db, limit=200)
+        tasks: list[asyncio.Task[None]] = []
+        for ticket, body in rows:
+            if ticket.id not in self._sending:
+                task = asyncio.create_task(self._send_one(ticket, body))
+                self._sending[ticket.id] = task
+                # A callback, not ``finally``: a task cancelled before it ran has none.
+                task.add_done_callback(functools.partial(self._sent, ticket.id))
+                tasks.append(task)
+        if wait and tasks:
+            await asyncio.gather(*tasks)
+        return [ticket.id for ticket, _ in moved]
+
+    def _sent(self, ticket_id: str, _: asyncio.Task[None]) -> None:
+        self._sending.pop(ticket_id, None)
+
+    async def _send_one(self, ticket: Ticket, body: bytes) -> None:
+        try:
+            async with self._send_limit:
+                await send_direct(self.services, ticket, body)
+        except Exception:
+            log.exception("ticket %s: direct send crashed; it will be retried", ticket.id)
+
+    # --- webhooks ----------------------------------------------------------------------
+
+    async def webhooks_once(self) -> int:
+        """Attempt every due delivery; returns how many succeeded."""
+        if self._secret is None:
+            return 0
+        if self._webhook_client is None:
+            self._webhook_client = webhooks.client(self.services.settings.webhooks)
+        return await webhooks.deliver_due(self.services, self._webhook_client, self._secret)
+
+    async def flush_once(self, *, force: bool = False) -> FlushSummary:
+        return await self.flusher.flush(force=force)
+
+    async def flush_now(self) -> FlushSummary:
+        """``POST /admin/flush`` and ``costroute flush``: every due-or-not group now."""
+        return await self.flush_once(force=True)
+
+
+async def _find_by_metadata(
+    adapter: BatchAdapter, wanted: set[str]
+) -> tuple[dict[str, BatchInfo], bool]:
+    """Provider batches whose metadata names one of ``wanted``; the flag says whether
+    the whole list was seen (so a missing one truly never reached the provider)."""
+    found: dict[str, BatchInfo] = {}
+    seen = 0
+    async for info in adapter.list_batches():
+        local = info.metadata.get(METADATA_KEY)
+        if local in wanted:
+            found[local] = info
+            if len(found) == len(wanted):
+                return found, True
+        seen += 1
+        if seen >= _LIST_CAP:
+            return found, False
+    return found, True
+
+
+async def flush_now(
+    services: Services, *, environ: Mapping[str, str] | None = None
+) -> FlushSummary:
+    """Flush through the running scheduler, or a temporary one (the offline CLI)."""
+    found = services.extras.get("scheduler")
+    if isinstance(found, Scheduler):
+        return await found.flush_now()
+    scheduler = Scheduler(services, environ=environ)
+    await scheduler._reconcile(grace_ms=RECONCILE_GRACE_MS)
+    return await scheduler.flush_now()

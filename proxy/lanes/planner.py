@@ -1,0 +1,134 @@
+"""The lane decision: pure, no I/O, so it is tested with tables of cases.
+
+``plan(...) -> Decision`` looks at the caller's latency tolerance, the model's configured
+capabilities and the provider's price windows, and returns where the request goes and why.
+
+Order of preference, cheapest first among the lanes whose completion fits the deadline:
+
+1. ``batch``: the provider has a batch lane, the model allows it, and the tolerance is at
+   least ``batch.min_tolerance`` (a batch may take hours; half price).
+2. ``offpeak``: the provider has time-of-day price windows and a cheaper one opens before
+   the deadline (less the guard's margin); the request is held and sent directly then.
+3. ``flex``: OpenAI's flex tier for flex-capable chat models, when the tolerance is at
+   least ``batch.flex_min_tolerance`` (synchronous, slower, half price).
+4. ``realtime`` otherwise, with the reason why nothing cheaper fitted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from enum import StrEnum
+
+from proxy.costs.windows import next_cheaper_window_start, window_multiplier
+from proxy.durations import format_duration
+from proxy.settings import Settings
+
+# Provider types whose batch adapter exists (adapters/openai/batch.py).
+BATCH_PROVIDER_TYPES = frozenset({"openai"})
+FLEX_PROVIDER_TYPES = frozenset({"openai"})
+CHAT = "/v1/chat/completions"
+
+
+class Lane(StrEnum):
+    REALTIME = "realtime"
+    FLEX = "flex"
+    BATCH = "batch"
+    # Held in the queue until a cheaper price window opens, then sent directly.
+    OFFPEAK = "offpeak"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    lane: Lane
+    provider: str
+    upstream_model: str
+    reason: str
+    # Unix seconds; set for deferred lanes.
+    deadline: float | None = None
+    # Unix seconds before which a held request must not be sent (price windows).
+    not_before: float | None = None
+
+    @property
+    def deferred(self) -> bool:
+        return self.lane in (Lane.BATCH, Lane.OFFPEAK)
+
+
+def plan(
+    *,
+    model: str,
+    endpoint: str,
+    tolerance: int | None,
+    settings: Settings,
+    now: float,
+) -> Decision:
+    """Choose the lane for one request. ``model`` must be configured; ``tolerance`` is in
+    seconds (``None`` or 0: the caller wants the answer now)."""
+    config = settings.models[model]
+    provider = settings.providers[config.provider]
+    upstream = config.upstream_model or model
+    name = config.provider
+    if not tolerance:
+        return Decision(Lane.REALTIME, name, upstream, "no latency tolerance")
+    batch = settings.batch
+    deadline = now + tolerance
+    tol = format_duration(tolerance)
+    why_not: list[str] = []
+
+    if provider.type not in BATCH_PROVIDER_TYPES:
+        why_not.append(f"no batch lane for {provider.type}")
+    elif not config.batch:
+        why_not.append(f"batch disabled for {model}")
+    elif tolerance < batch.min_tolerance:
+        minimum = format_duration(batch.min_tolerance)
+        why_not.append(f"tolerance {tol} < batch.min_tolerance {minimum}")
+    else:
+        return Decision(
+            Lane.BATCH,
+            name,
+            upstream,
+            f"tolerance {tol} >= batch.min_tolerance {format_duration(batch.min_tolerance)}: "
+            f"{name} batch at batch price",
+            deadline=deadline,
+        )
+
+    if provider.price_windows:
+        latest = deadline - batch.deadline_margin
+        start = next_cheaper_window_start(provider.price_windows, now, latest)
+        if start is not None:
+            current = window_multiplier(provider.price_windows, now)
+            cheaper = window_multiplier(provider.price_windows, start)
+            when = dt.datetime.fromtimestamp(start, dt.UTC).strftime("%a %H:%M UTC")
+            return Decision(
+                Lane.OFFPEAK,
+                name,
+                upstream,
+                _because(
+                    why_not,
+                    f"{name} charges {current:g}x now; held until {when} ({cheaper:g}x), "
+                    f"before the {tol} deadline",
+                ),
+                deadline=deadline,
+                not_before=start,
+            )
+        why_not.append("no cheaper price window before the deadline")
+
+    if config.flex and provider.type in FLEX_PROVIDER_TYPES and endpoint == CHAT:
+        if tolerance >= batch.flex_min_tolerance:
+            return Decision(
+                Lane.FLEX,
+                name,
+                upstream,
+                _because(
+                    why_not,
+                    f"tolerance {tol} >= batch.flex_min_tolerance "
+                    f"{format_duration(batch.flex_min_tolerance)}: flex tier at batch price",
+                ),
+            )
+        minimum = format_duration(batch.flex_min_tolerance)
+        why_not.append(f"tolerance {tol} < batch.flex_min_tolerance {minimum}")
+    return Decision(Lane.REALTIME, name, upstream, "real time: " + "; ".join(why_not))
+
+
+def _because(why_not: list[str], chosen: str) -> str:
+    return "; ".join([*why_not, chosen])
