@@ -92,6 +92,10 @@ class OpenAIEmulatorConfig:
     enforce_rate_limits: bool = False
     # How many recorded requests ``app.state.requests`` keeps.
     request_log_size: int = 1000
+    # Responses background mode: seconds queued, then seconds in progress (on the clock).
+    # Unverified: OpenAI documents no durations; these keep tests and the demo quick.
+    background_queued_s: float = 1.0
+    background_run_s: float = 2.0
 
     def __post_init__(self) -> None:
         if not self.models:

@@ -9,6 +9,7 @@ answer. Routes (providers.md §1, §4):
     POST /v1/chat/completions      JSON or SSE (``stream: true``)
     POST /v1/embeddings            OpenAI only
     GET  /v1/models, /v1/models/{id}
+    /v1/responses*                 OpenAI only, from ``responses.ResponsesEmulator``
     /v1/files*, /v1/batches*       OpenAI only, from ``openai_batches.BatchEmulator``
     /chat/completions, /models     DeepSeek also serves these without ``/v1``
     /_emulator/*                   test control, see ``control.py``
@@ -54,6 +55,8 @@ from adapters.emulators.openai.errors import (
 )
 from adapters.emulators.openai.models import model_list, model_object
 from adapters.emulators.openai.ratelimit import RateWindow
+from adapters.emulators.openai.responses import ResponsesEmulator
+from adapters.emulators.openai.responses import frame as response_event
 from adapters.emulators.openai.stream import sse_stream
 from adapters.emulators.transport import (
     DONE,
@@ -92,6 +95,12 @@ class OpenAIEmulator:
         self.window = RateWindow(
             clock, rpm=config.rpm_limit, tpm=config.tpm_limit, enforce=config.enforce_rate_limits
         )
+        self.responses = ResponsesEmulator(
+            self.engine,
+            clock,
+            background_queued_s=config.background_queued_s,
+            background_run_s=config.background_run_s,
+        )
 
     # --- shared logic, also used by the batch emulator -------------------------------
 
@@ -104,6 +113,14 @@ class OpenAIEmulator:
                 return 200, self.engine.chat(body)[1].to_dict()
             if endpoint == "/v1/embeddings" and not self.config.is_deepseek:
                 return 200, embed(body, self.config)
+            if endpoint == "/v1/responses" and not self.config.is_deepseek:
+                if isinstance(body, dict) and body.get("stream"):
+                    raise invalid("Streaming is not supported in the Batch API.", param="stream")
+                if isinstance(body, dict) and body.get("background"):
+                    raise invalid(
+                        "Background mode is not supported in the Batch API.", param="background"
+                    )
+                return 200, self.responses.create(body)[0]
             raise invalid_url("POST", endpoint)
         except EmulatorError as exc:
             return exc.status, exc.body()
@@ -117,7 +134,14 @@ class OpenAIEmulator:
             ("/models/{model:path}", self.get_model, "GET"),
         ]
         if not self.config.is_deepseek:
-            api.append(("/embeddings", self.embeddings, "POST"))
+            api += [
+                ("/embeddings", self.embeddings, "POST"),
+                ("/responses", self.create_response, "POST"),
+                ("/responses/{response_id}", self.get_response, "GET"),
+                ("/responses/{response_id}", self.delete_response, "DELETE"),
+                ("/responses/{response_id}/cancel", self.cancel_response, "POST"),
+                ("/responses/{response_id}/input_items", self.response_input_items, "GET"),
+            ]
         prefixes = ("/v1", "") if self.config.is_deepseek else ("/v1",)
         routes: list[BaseRoute] = list(control_routes())
         for prefix in prefixes:
@@ -230,6 +254,66 @@ class OpenAIEmulator:
         answer = embed(incoming.json, self.config)
         self.window.spend(int(answer["usage"]["total_tokens"]))
         return json_response(answer)
+
+    async def create_response(self, request: Request, incoming: Incoming) -> Response:
+        body = incoming.json
+        model = body.get("model") if isinstance(body, dict) else None
+        self.window.admit(str(model))
+        response, stored = self.responses.create(body)
+        self.window.spend(int(response["usage"]["total_tokens"]))
+        if isinstance(body, dict) and body.get("stream"):
+            events = stored.events
+            if stored.background:
+                events = events[:2]  # the rest is read with GET ?stream=true once it runs
+            return self._event_stream(events, incoming.fault)
+        return json_response(self.responses.view(stored))
+
+    async def get_response(self, request: Request, incoming: Incoming) -> Response:
+        response_id = request.path_params["response_id"]
+        if request.query_params.get("stream") == "true":
+            after = request.query_params.get("starting_after")
+            if after is not None and not after.lstrip("-").isdigit():
+                raise invalid(
+                    "Invalid 'starting_after': expected an integer.", param="starting_after"
+                )
+            events = self.responses.replay(response_id, None if after is None else int(after))
+            return self._event_stream(events, incoming.fault)
+        return json_response(self.responses.view(self.responses.get(response_id)))
+
+    async def delete_response(self, request: Request, incoming: Incoming) -> Response:
+        return json_response(self.responses.delete(request.path_params["response_id"]))
+
+    async def cancel_response(self, request: Request, incoming: Incoming) -> Response:
+        return json_response(self.responses.cancel(request.path_params["response_id"]))
+
+    async def response_input_items(self, request: Request, incoming: Incoming) -> Response:
+        query = request.query_params
+        limit = query.get("limit", "20")
+        if not limit.isdigit():
+            raise invalid("Invalid 'limit': expected an integer.", param="limit")
+        page = self.responses.list_input_items(
+            request.path_params["response_id"],
+            limit=int(limit),
+            order=query.get("order", "desc"),
+            after=query.get("after"),
+        )
+        return json_response(page)
+
+    def _event_stream(self, events: list[dict[str, Any]], fault: Fault | None) -> Response:
+        # Production sends the nested error shape mid-stream (providers-2.md §1.5).
+        error = (fault.body if fault else None) or {
+            "type": "error",
+            "sequence_number": len(events),
+            "error": {"type": "server_error", "code": "server_error",
+                      "message": "The server had an error while processing your request.",
+                      "param": None},
+        }  # fmt: skip
+        return SSEResponse(
+            [response_event(event) for event in events],
+            delay=self.config.stream_delay,
+            fault=fault,
+            error=error,
+        )
 
     def _visible(self) -> list[str]:
         now = self.clock.now()
