@@ -28,7 +28,8 @@ def _events(raw: str) -> list[dict[str, Any]]:
     events = []
     for block in raw.strip().split("\n\n"):
         name, data = block.split("\n")
-        assert name.startswith("event: ") and data.startswith("data: ")
+        assert name.startswith("event: ")
+        assert data.startswith("data: ")
         event = json.loads(data[len("data: ") :])
         assert event["type"] == name[len("event: ") :]
         events.append(event)
