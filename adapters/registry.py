@@ -9,11 +9,36 @@ function there, one entry in ``BUILDERS``, its prices and its emulator.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from adapters.base import BatchAdapter
 from adapters.parts import ProviderConfig, ProviderParts
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """The lanes a provider type offers beyond real time, as the planner reads them."""
+
+    batch: bool = False  # a provider batch API (half price, up to 24 h)
+    flex: bool = False  # OpenAI's flex service tier
+    context_cache: bool = False  # caching that costroute manages
+
+
+# Static facts, readable on the request path without importing any provider's modules.
+CAPABILITIES: dict[str, Capabilities] = {
+    "openai": Capabilities(batch=True, flex=True),
+    "deepseek": Capabilities(),
+    "gemini": Capabilities(context_cache=True),
+}
+
+
+def capabilities(provider_type: str) -> Capabilities:
+    return CAPABILITIES.get(provider_type, _NONE)
+
+
+_NONE = Capabilities()
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +54,7 @@ def _no_batch(_config: ProviderConfig) -> BatchAdapter | None:
     return None
 
 
+@functools.cache
 def _kinds() -> dict[str, ProviderKind]:
     # Each provider package is imported here only; nothing else in the proxy names one.
     from adapters.deepseek import provider as deepseek

@@ -27,7 +27,7 @@ from adapters.clock import Clock, SystemClock
 from adapters.http import PoolOptions
 from adapters.parts import CacheSettings, ModelFacts, ModelPrices, ProviderConfig, ProviderParts
 from adapters.upkeep import Upkeep
-from proxy.api import endpoints
+from proxy.api import chat, embeddings, health, models
 from proxy.api.admin import admin_routes
 from proxy.api.gc_tuning import tune_for_serving
 from proxy.api.openapi import document as openapi
@@ -276,26 +276,26 @@ def _routes() -> list[BaseRoute]:
     return [
         Route(
             "/v1/chat/completions",
-            _endpoint("/v1/chat/completions", endpoints.chat_completions),
+            _endpoint("/v1/chat/completions", chat.chat_completions),
             methods=["POST"],
         ),
         Route(
-            "/v1/embeddings", _endpoint("/v1/embeddings", endpoints.embeddings), methods=["POST"]
+            "/v1/embeddings", _endpoint("/v1/embeddings", embeddings.embeddings), methods=["POST"]
         ),
         *ticket_routes(_plain_endpoint),
         admin_flush_route(_plain_endpoint),
         *admin_routes(_plain_endpoint),
-        Route("/healthz", endpoints.healthz, methods=["GET"]),
-        Route("/metrics", endpoints.metrics, methods=["GET"]),
+        Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/metrics", health.metrics, methods=["GET"]),
         Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
         Route(
             "/v1/models",
-            _endpoint("/v1/models", endpoints.list_models, log_route=False),
+            _endpoint("/v1/models", models.list_models, log_route=False),
             methods=["GET"],
         ),
         Route(
             "/v1/models/{model:path}",
-            _endpoint("/v1/models", endpoints.retrieve_model, log_route=False),
+            _endpoint("/v1/models", models.retrieve_model, log_route=False),
             methods=["GET"],
         ),
     ]

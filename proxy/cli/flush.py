@@ -11,6 +11,7 @@ import httpx
 
 from adapters.base import BatchAdapter
 from adapters.clock import Clock, SystemClock
+from adapters.registry import capabilities
 from proxy.app import build_batch_adapters as app_batch_adapters
 from proxy.context import Services
 from proxy.deferral.flusher import FlushSummary
@@ -62,7 +63,7 @@ async def run(args: argparse.Namespace) -> int:
     keys = {
         name: resolve_provider_key(name, provider)
         for name, provider in settings.providers.items()
-        if provider.type == "openai"
+        if capabilities(provider.type).batch
     }
     summary = await flush_offline(settings, keys)
     print(f"flushed {summary.tickets} tickets into {len(summary.batches)} batches")

@@ -142,7 +142,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _print_summary(settings: Settings) -> None:
-    from proxy.lanes.planner import BATCH_PROVIDER_TYPES, FLEX_PROVIDER_TYPES
+    from adapters.registry import capabilities
 
     print(
         f"config OK: {len(settings.providers)} providers, {len(settings.models)} models, "
@@ -151,13 +151,14 @@ def _print_summary(settings: Settings) -> None:
     for name, model in settings.models.items():
         provider = settings.providers[model.provider]
         lanes = ["realtime"]
-        if model.flex and provider.type in FLEX_PROVIDER_TYPES:
+        can = capabilities(provider.type)
+        if model.flex and can.flex:
             lanes.append("flex")
-        if model.batch and provider.type in BATCH_PROVIDER_TYPES:
+        if model.batch and can.batch:
             lanes.append("batch")
         if provider.price_windows:
             lanes.append("offpeak")
-        if provider.type == "gemini":
+        if can.context_cache:
             lanes.append("context cache")
         upstream = f" -> {model.upstream_model}" if model.upstream_model else ""
         print(f"  {name}{upstream} via {model.provider} ({provider.type}): {', '.join(lanes)}")

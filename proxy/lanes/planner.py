@@ -20,13 +20,11 @@ import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 
+from adapters.registry import capabilities
 from proxy.costs.windows import next_cheaper_window_start, window_multiplier
 from proxy.durations import format_duration
 from proxy.settings import Settings
 
-# Provider types whose batch adapter exists (adapters/openai/batch.py).
-BATCH_PROVIDER_TYPES = frozenset({"openai"})
-FLEX_PROVIDER_TYPES = frozenset({"openai"})
 CHAT = "/v1/chat/completions"
 
 
@@ -75,7 +73,7 @@ def plan(
     tol = format_duration(tolerance)
     why_not: list[str] = []
 
-    if provider.type not in BATCH_PROVIDER_TYPES:
+    if not capabilities(provider.type).batch:
         why_not.append(f"no batch lane for {provider.type}")
     elif not config.batch:
         why_not.append(f"batch disabled for {model}")
@@ -113,7 +111,7 @@ def plan(
             )
         why_not.append("no cheaper price window before the deadline")
 
-    if config.flex and provider.type in FLEX_PROVIDER_TYPES and endpoint == CHAT:
+    if config.flex and capabilities(provider.type).flex and endpoint == CHAT:
         if tolerance >= batch.flex_min_tolerance:
             return Decision(
                 Lane.FLEX,

@@ -1,8 +1,7 @@
-"""The OpenAI-compatible handlers: chat completions, embeddings, models, health.
-
-Every handler follows one straight line: authenticate, read and validate, plan, then
-either hand the request to the deferral queue or call the provider now. Failures are
-``ProxyError``s; ``proxy.app`` renders them and writes their routing-log row.
+"""How a planned request is sent, shared by the chat and embeddings surfaces: plan it,
+then commit it to the deferral queue or call the provider now (with flex's fallback to
+the standard tier), and queue its routing-log row. Failures are ``ProxyError``s;
+``proxy.app`` renders them and writes their routing-log row.
 """
 
 from __future__ import annotations
@@ -13,31 +12,19 @@ from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from adapters.base import ChatAdapter, Reply
 from adapters.errors import AdapterError
-from proxy.api.http_io import parse_json, read_body
-from proxy.api.streaming import relay_stream
-from proxy.api.wire import ChatRequest, EmbeddingsRequest, validate_body
-from proxy.auth import require_admin
 from proxy.context import Caller, Services
 from proxy.deferral.queue import deferral_of
-from proxy.errors import (
-    BadRequest,
-    InvalidHeader,
-    NotFound,
-    ProxyError,
-    UpstreamFailure,
-    render,
-)
+from proxy.errors import BadRequest, InvalidHeader, UpstreamFailure
 from proxy.lanes.planner import Decision, Lane, plan
 from proxy.lanes.realtime import call_with_retries, within
 from proxy.lanes.tolerance import HEADER as TOLERANCE_HEADER
 from proxy.lanes.tolerance import read_tolerance
 from proxy.ops import accounting
 from proxy.ops.log_context import LogContext
-from proxy.ops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 CACHE_HEADER = "x-context-cache"
 REQUEST_ID_HEADER = "x-costroute-request-id"
@@ -51,57 +38,7 @@ def services_of(request: Request) -> Services:
     return services
 
 
-async def chat_completions(request: Request, ctx: LogContext) -> Response:
-    services = services_of(request)
-    caller = request.state.caller
-    server = services.settings.server
-    raw = await read_body(request, server.max_body_bytes, float(server.client_timeout))
-    payload = parse_json(raw)
-    chat = validate_body(ChatRequest, payload, max_messages=services.settings.server.max_messages)
-    ctx.model = chat.model
-    ctx.stream = bool(chat.stream)
-    decision = _plan(
-        services, ctx, request, caller, chat.model, "/v1/chat/completions", stream=ctx.stream
-    )
-    if decision.deferred:
-        return await _defer(services, ctx, request, "/v1/chat/completions", payload, decision)
-    body: dict[str, Any] = payload
-    body["model"] = decision.upstream_model
-    adapter = services.chat[decision.provider]
-    passed = _adapter_headers(request, ctx)
-    if decision.lane is Lane.FLEX and not chat.stream:
-        return await _flex(services, ctx, decision, adapter, body, passed)
-    if chat.stream:
-        include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
-        upstream_started = time.perf_counter()
-        try:
-            stream, ctx.attempts = await call_with_retries(
-                lambda: adapter.open_stream(body, headers=passed), services.settings.retry
-            )
-        except AdapterError as error:
-            raise UpstreamFailure(error) from None
-        return relay_stream(services, ctx, stream, include_usage, upstream_started, decision)
-    return await _complete(services, ctx, decision, lambda: adapter.complete(body, headers=passed))
-
-
-async def embeddings(request: Request, ctx: LogContext) -> Response:
-    services = services_of(request)
-    caller = request.state.caller
-    server = services.settings.server
-    raw = await read_body(request, server.max_body_bytes, float(server.client_timeout))
-    payload = parse_json(raw)
-    parsed = validate_body(EmbeddingsRequest, payload)
-    ctx.model = parsed.model
-    decision = _plan(services, ctx, request, caller, parsed.model, "/v1/embeddings")
-    if decision.deferred:
-        return await _defer(services, ctx, request, "/v1/embeddings", payload, decision)
-    body: dict[str, Any] = payload
-    body["model"] = decision.upstream_model
-    adapter = services.chat[decision.provider]
-    return await _complete(services, ctx, decision, lambda: adapter.embed(body, headers={}))
-
-
-async def _flex(
+async def flex(
     services: Services,
     ctx: LogContext,
     decision: Decision,
@@ -113,7 +50,7 @@ async def _flex(
     billed) the request still meets its deadline at the standard tier."""
     flex_body = {**body, "service_tier": "flex"}
     try:
-        return await _complete(
+        return await complete(
             services, ctx, decision, lambda: adapter.complete(flex_body, headers=passed)
         )
     except UpstreamFailure as failure:
@@ -125,10 +62,10 @@ async def _flex(
         reason=decision.reason + "; flex capacity unavailable: sent at the standard tier",
     )
     ctx.lane, ctx.reason = fallback.lane.value, fallback.reason
-    return await _complete(services, ctx, fallback, lambda: adapter.complete(body, headers=passed))
+    return await complete(services, ctx, fallback, lambda: adapter.complete(body, headers=passed))
 
 
-async def _defer(
+async def defer(
     services: Services,
     ctx: LogContext,
     request: Request,
@@ -149,7 +86,7 @@ async def _defer(
     )
 
 
-def _plan(
+def plan_request(
     services: Services,
     ctx: LogContext,
     request: Request,
@@ -186,7 +123,7 @@ def _plan(
     return decision
 
 
-async def _complete(
+async def complete(
     services: Services,
     ctx: LogContext,
     decision: Decision,
@@ -215,7 +152,7 @@ async def _complete(
     return Response(reply.body, media_type="application/json", headers=headers)
 
 
-def _adapter_headers(request: Request, ctx: LogContext) -> dict[str, str]:
+def adapter_headers(request: Request, ctx: LogContext) -> dict[str, str]:
     """What adapters may know of the caller's request: the cache mode and the request id
     (which stays the same across retried attempts). Never the caller's credentials."""
     passed = {REQUEST_ID_HEADER: ctx.request_id}
@@ -227,43 +164,3 @@ def _adapter_headers(request: Request, ctx: LogContext) -> dict[str, str]:
         raise InvalidHeader("X-Context-Cache", f"{mode!r} is not one of auto, force, off")
     passed[CACHE_HEADER] = mode
     return passed
-
-
-async def list_models(request: Request, ctx: LogContext) -> Response:
-    services = services_of(request)
-    data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": model.provider}
-        for name, model in services.settings.models.items()
-    ]
-    return JSONResponse({"object": "list", "data": data}, headers={"x-request-id": ctx.request_id})
-
-
-async def retrieve_model(request: Request, ctx: LogContext) -> Response:
-    services = services_of(request)
-    name = request.path_params["model"]
-    model = services.settings.models.get(name)
-    if model is None:
-        raise NotFound(f"The model `{name}` does not exist.", param="model", code="model_not_found")
-    return JSONResponse(
-        {"id": name, "object": "model", "created": 0, "owned_by": model.provider},
-        headers={"x-request-id": ctx.request_id},
-    )
-
-
-async def healthz(request: Request) -> Response:
-    services = services_of(request)
-    await services.db.fetchone("SELECT 1")
-    return JSONResponse({"status": "ok"})
-
-
-async def metrics(request: Request) -> Response:
-    """Prometheus text format; behind an admin key when ``[metrics] require_key``."""
-    services = services_of(request)
-    if services.settings.metrics.require_key:
-        try:
-            caller = services.extras["auth"].authenticate(request.headers.get("authorization"))
-            require_admin(caller)
-        except ProxyError as exc:
-            return render(exc)
-    body = await services.extras["metrics"].render(services.db, int(services.clock.now() * 1000))
-    return Response(body, media_type=METRICS_CONTENT_TYPE)
