@@ -1,9 +1,11 @@
 """``costroute bench``: the benchmark suite, ``python -m tests.benchmarks``.
 
-The suite lives in the repository's ``tests/benchmarks`` (it is not installed with the
-package), so this command runs it from a source checkout: the current directory (or a
-parent) or ``--repo``. The common options are declared here; anything else goes after
-``--`` (``costroute bench --quick -- --duration 3``).
+The suite lives in the repository's ``tests/benchmarks`` and is not installed with the
+package (it is a large harness of emulators, load generators and profilers that serves
+development, not deployments), so this command runs it from a source checkout: the
+current directory (or a parent) or ``--repo``. From an install without one it says so and
+exits 2 rather than failing on an import. The common options are declared here; anything
+else goes after ``--`` (``costroute bench --quick -- --duration 3``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ def add_parser(sub: Any) -> None:
         help="run the benchmark suite from a source checkout (python -m tests.benchmarks)",
         description="Run `python -m tests.benchmarks` in a costroute source checkout: real-time "
         "overhead against a floor passthrough and the upstream, enqueue rate, flush and ingest "
-        "of a 50,000-line batch, memory. Prints one table of targets.",
+        "of a 50,000-line batch, memory. Prints one table of targets. The suite is not "
+        "installed with the package: run this inside a checkout of the costroute repository "
+        "(or pass --repo PATH) with its test extras installed (pip install -e '.[test]').",
     )
     p.add_argument("--repo", default=".", help="the checkout to run from (default: . or a parent)")
     p.add_argument("--quick", action="store_true", help="one short repeat (a smoke run)")
@@ -55,8 +59,11 @@ def run(args: argparse.Namespace) -> int:
     repo = find_repo(Path(args.repo))
     if repo is None:
         print(
-            f"costroute bench: no {SUITE} in {Path(args.repo).resolve()} or its parents; "
-            "run it from a source checkout of costroute or pass --repo",
+            f"costroute bench: the benchmark suite is not part of the installed package; it "
+            f"lives in {SUITE.parent}/ of a costroute source checkout, and there is none in "
+            f"{Path(args.repo).resolve()} or its parents.\n"
+            "Run it from a checkout (cd costroute && pip install -e '.[test]' && costroute "
+            "bench) or point at one: costroute bench --repo PATH/TO/costroute",
             file=sys.stderr,
         )
         return 2

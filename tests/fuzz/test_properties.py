@@ -217,22 +217,24 @@ CHAT = st.fixed_dictionaries(
         "stop": JSON,
         "n": JSON,
         "response_format": JSON,
-        # Hashable only: the list/object case is the pinned xfail below.
+        # Scalars only: the list/object case is its own test below.
         "reasoning_effort": SCALARS,
         "seed": JSON,
     },
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="bug: adapters/gemini_translate_config.generation_config does `effort not in "
-    "_THINKING_BUDGET` on any JSON value; a list or object raises TypeError (a 500)",
-)
 def test_build_request_refuses_an_unhashable_reasoning_effort() -> None:
+    # Was a TypeError (a 500) from `effort not in _THINKING_BUDGET` on a list; now the
+    # adapter refuses any non-string effort with a 400 naming the field.
     messages = [{"role": "user", "content": "hi"}]
-    build_request({"model": "gemini-2.5-flash", "messages": messages, "reasoning_effort": []})
+    for effort in ([], {}, ["low"], 3):
+        with pytest.raises(AdapterError) as refused:
+            build_request(
+                {"model": "gemini-2.5-flash", "messages": messages, "reasoning_effort": effort}
+            )
+        assert refused.value.status == 400
+        assert refused.value.param == "reasoning_effort"
 
 
 @FUZZ
@@ -281,7 +283,7 @@ CANDIDATE = st.fixed_dictionaries(
                 }
             ),
         ),
-        # Strings only: the non-string case is the pinned xfail above.
+        # Strings only: the non-string case is its own test above.
         "finishReason": st.one_of(st.none(), st.text(max_size=12)),
         "index": JSON,
     },
@@ -298,15 +300,23 @@ REPLY = st.fixed_dictionaries(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="adapters/gemini_translate_reply.finish_reason does `reason in _CONTENT_FILTER` "
-    "on any JSON value, so a non-string finishReason raises TypeError; the adapter's "
-    "_translation_guard turns that into a 502 (see the adapter properties below)",
-)
-def test_parse_response_reads_a_non_string_finish_reason() -> None:
-    parse_response({"candidates": [{"finishReason": []}]}, model="gemini-2.5-flash", created=1)
+def test_parse_response_refuses_a_non_string_finish_reason() -> None:
+    # Was a TypeError from `reason in _CONTENT_FILTER` on a list; now a ValueError naming
+    # the field, which the adapter's translation guard turns into a 502 for the caller.
+    with pytest.raises(ValueError, match="finishReason"):
+        parse_response({"candidates": [{"finishReason": []}]}, model="gemini-2.5-flash", created=1)
+
+    async def through_the_adapter() -> None:
+        answer = {"candidates": [{"content": {"parts": [{"text": "hi"}]}, "finishReason": []}]}
+        adapter = _adapter(httpx.Response(200, content=orjson.dumps(answer)))
+        try:
+            with pytest.raises(AdapterError) as failed:
+                await adapter.complete(dict(REQUEST), headers={})
+            assert failed.value.status == 502
+        finally:
+            await adapter.aclose()
+
+    asyncio.run(through_the_adapter())
 
 
 @FUZZ

@@ -79,6 +79,31 @@ def _reply_schemas() -> Json:
     ids = {"anyOf": [TICKET_ID, {"type": "null"}]}
     return {
         "ChatCompletion": {**loose, "required": ["id", "object", "choices"]},
+        "ChatCompletionChunk": {**loose, "required": ["id", "object", "choices"]},
+        # One server-sent event of a streamed chat completion (its fields as the SSE
+        # format defines them): `data` is a chunk as JSON, an in-band error envelope
+        # after a failure mid-stream, or `[DONE]` last.
+        "ChatStreamEvent": {
+            "type": "object",
+            "required": ["data"],
+            "properties": {
+                "data": {
+                    "anyOf": [
+                        {"const": "[DONE]"},
+                        {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "contentSchema": {
+                                "anyOf": [ref("ChatCompletionChunk"), ref("ErrorEnvelope")]
+                            },
+                        },
+                    ]
+                },
+                "event": {"type": "string"},
+                "id": {"type": "string"},
+                "retry": {"type": "integer", "minimum": 0},
+            },
+        },
         "Embeddings": {**loose, "required": ["object", "data"]},
         "Model": model,
         "ModelList": {

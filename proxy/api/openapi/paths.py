@@ -17,7 +17,9 @@ def api_paths() -> Json:
         "description": "The provider's completion (JSON), or an SSE stream with stream: true.",
         "content": {
             "application/json": {"schema": ref("ChatCompletion")},
-            "text/event-stream": {"schema": {"type": "string"}},
+            # OpenAPI 3.1 has no stream keyword: `schema` of text/event-stream describes one
+            # event (OpenAPI 3.2 moves that to `itemSchema`), as schemathesis reads it too.
+            "text/event-stream": {"schema": ref("ChatStreamEvent")},
         },
     }
     ticket_list = [
