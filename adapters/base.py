@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +58,33 @@ class ChatAdapter(Protocol):
     async def embed(self, body: dict[str, Any], *, headers: Mapping[str, str]) -> Reply: ...
 
     async def aclose(self) -> None: ...
+
+
+class ResponsesStreamReply(Protocol):
+    """An open Responses API stream: each event parsed and as framed for the caller."""
+
+    headers: Mapping[str, str]
+    notes: Mapping[str, Any]
+
+    def events(self) -> AsyncIterator[tuple[dict[str, Any], bytes]]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class ResponsesAdapter(Protocol):
+    """A provider that speaks OpenAI's Responses API natively (costroute passes the
+    request through untouched). Others are reached through the chat bridge."""
+
+    async def respond(self, body: dict[str, Any], *, headers: Mapping[str, str]) -> Reply: ...
+
+    async def open_response_stream(
+        self, body: dict[str, Any], *, headers: Mapping[str, str]
+    ) -> ResponsesStreamReply: ...
+
+    async def resource(
+        self, method: str, path: str, *, stream: bool = False
+    ) -> Reply | ResponsesStreamReply: ...
 
 
 class BatchStatus(StrEnum):

@@ -74,6 +74,12 @@ class Upstream(Protocol):
         client's wait for each read (flex requests are slow)."""
         ...
 
+    async def send(
+        self, method: str, path: str, content: bytes | None, headers: Mapping[str, str]
+    ) -> UpstreamResponse:
+        """Any other request (GET, DELETE, a bodiless POST) to ``base_url + path``."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -157,6 +163,18 @@ class AiohttpUpstream:
                 headers=headers,
                 allow_redirects=False,
                 timeout=timeout,
+            )
+        except _AIOHTTP_FAILURES as exc:
+            raise _aiohttp_failure(exc) from exc
+        return AiohttpResponse(response)
+
+    async def send(
+        self, method: str, path: str, content: bytes | None, headers: Mapping[str, str]
+    ) -> AiohttpResponse:
+        session = self._session or self._open_session()
+        try:
+            response = await session.request(
+                method, self.base_url + path, data=content, headers=headers, allow_redirects=False
             )
         except _AIOHTTP_FAILURES as exc:
             raise _aiohttp_failure(exc) from exc
@@ -246,6 +264,16 @@ class HttpxUpstream:
             extensions["timeout"] = httpx.Timeout(read_timeout, connect=connect).as_dict()
         request = self.client.build_request(
             "POST", self.base_url + path, content=content, headers=headers, extensions=extensions
+        )
+        with httpx_errors_mapped():
+            response = await self.client.send(request, stream=True)
+        return HttpxResponse(response)
+
+    async def send(
+        self, method: str, path: str, content: bytes | None, headers: Mapping[str, str]
+    ) -> HttpxResponse:
+        request = self.client.build_request(
+            method, self.base_url + path, content=content, headers=headers
         )
         with httpx_errors_mapped():
             response = await self.client.send(request, stream=True)

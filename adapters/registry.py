@@ -24,11 +24,12 @@ class Capabilities:
     batch: bool = False  # a provider batch API (half price, up to 24 h)
     flex: bool = False  # OpenAI's flex service tier
     context_cache: bool = False  # caching that costroute manages
+    responses: bool = False  # OpenAI's Responses API, passed through natively
 
 
 # Static facts, readable on the request path without importing any provider's modules.
 CAPABILITIES: dict[str, Capabilities] = {
-    "openai": Capabilities(batch=True, flex=True),
+    "openai": Capabilities(batch=True, flex=True, responses=True),
     "deepseek": Capabilities(),
     "gemini": Capabilities(context_cache=True),
 }

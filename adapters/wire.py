@@ -25,12 +25,15 @@ class Usage:
 
 
 def extract_usage(payload: Mapping[str, Any] | None) -> Usage | None:
-    """Usage from a ``chat.completion``, a stream chunk or an embeddings list."""
+    """Usage from a ``chat.completion``, a stream chunk, an embeddings list or a
+    Responses API ``response`` object."""
     if not payload:
         return None
     usage = payload.get("usage")
     if not isinstance(usage, dict):
         return None
+    if "input_tokens" in usage:
+        return _responses_usage(usage)
     prompt = _int(usage.get("prompt_tokens"))
     details = usage.get("prompt_tokens_details")
     cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
@@ -48,6 +51,19 @@ def extract_usage(payload: Mapping[str, Any] | None) -> Usage | None:
         completion_tokens=_int(usage.get("completion_tokens")),
         cached_tokens=cached,
         reasoning_tokens=reasoning,
+    )
+
+
+def _responses_usage(usage: Mapping[str, Any]) -> Usage:
+    details = usage.get("input_tokens_details")
+    output_details = usage.get("output_tokens_details")
+    return Usage(
+        prompt_tokens=_int(usage.get("input_tokens")),
+        completion_tokens=_int(usage.get("output_tokens")),
+        cached_tokens=_int(details.get("cached_tokens")) if isinstance(details, dict) else 0,
+        reasoning_tokens=(
+            _int(output_details.get("reasoning_tokens")) if isinstance(output_details, dict) else 0
+        ),
     )
 
 

@@ -27,7 +27,7 @@ from adapters.clock import Clock, SystemClock
 from adapters.http import PoolOptions
 from adapters.parts import CacheSettings, ModelFacts, ModelPrices, ProviderConfig, ProviderParts
 from adapters.upkeep import Upkeep
-from proxy.api import chat, embeddings, health, models
+from proxy.api import chat, embeddings, health, models, responses
 from proxy.api.admin import admin_routes
 from proxy.api.gc_tuning import tune_for_serving
 from proxy.api.openapi import document as openapi
@@ -282,6 +282,12 @@ def _routes() -> list[BaseRoute]:
         Route(
             "/v1/embeddings", _endpoint("/v1/embeddings", embeddings.embeddings), methods=["POST"]
         ),
+        Route(
+            "/v1/responses",
+            _endpoint("/v1/responses", responses.create_response),
+            methods=["POST"],
+        ),
+        *_response_routes(),
         *ticket_routes(_plain_endpoint),
         admin_flush_route(_plain_endpoint),
         *admin_routes(_plain_endpoint),
@@ -296,6 +302,27 @@ def _routes() -> list[BaseRoute]:
         Route(
             "/v1/models/{model:path}",
             _endpoint("/v1/models", models.retrieve_model, log_route=False),
+            methods=["GET"],
+        ),
+    ]
+
+
+def _response_routes() -> list[BaseRoute]:
+    """A response id's own routes: reads and housekeeping, not LLM calls, so no row."""
+    base = "/v1/responses/{response_id}"
+    return [
+        Route(base, _endpoint(base, responses.retrieve_response, log_route=False), methods=["GET"]),
+        Route(
+            base, _endpoint(base, responses.delete_response, log_route=False), methods=["DELETE"]
+        ),
+        Route(
+            base + "/cancel",
+            _endpoint(base + "/cancel", responses.cancel_response, log_route=False),
+            methods=["POST"],
+        ),
+        Route(
+            base + "/input_items",
+            _endpoint(base + "/input_items", responses.list_input_items, log_route=False),
             methods=["GET"],
         ),
     ]

@@ -72,6 +72,41 @@ class OpenAIAdapter:
             raise status_error(response.status, content, response.headers)
         return OpenAIStream(response, max_event_bytes=self._max_response_bytes)
 
+    # --- the Responses API (passed through natively) ------------------------------------
+
+    async def respond(self, body: dict[str, Any], *, headers: Mapping[str, str]) -> Reply:
+        """``POST /responses`` without streaming (background mode included)."""
+        return await self._post_json("/responses", body)
+
+    async def open_response_stream(
+        self, body: dict[str, Any], *, headers: Mapping[str, str]
+    ) -> ResponsesStream:
+        response = await self._upstream.post("/responses", orjson.dumps(body), self._sse_headers)
+        if response.status >= 300:
+            try:
+                content = await response.read(self._max_response_bytes)
+            finally:
+                await response.close()
+            raise status_error(response.status, content, response.headers)
+        return ResponsesStream(response, max_event_bytes=self._max_response_bytes)
+
+    async def resource(
+        self, method: str, path: str, *, stream: bool = False
+    ) -> Reply | ResponsesStream:
+        """A stored response's own routes (``GET``/``DELETE /responses/{id}``, ``cancel``,
+        ``input_items``, a resumed stream): the path and query are the caller's."""
+        headers = self._sse_headers if stream else self._json_headers
+        response = await self._upstream.send(method, path, None, headers)
+        if response.status >= 300 or not stream:
+            try:
+                content = await response.read(self._max_response_bytes)
+            finally:
+                await response.close()
+            if response.status >= 300:
+                raise status_error(response.status, content, response.headers)
+            return _json_reply(content, response.headers)
+        return ResponsesStream(response, max_event_bytes=self._max_response_bytes)
+
     async def _post_json(self, path: str, body: dict[str, Any]) -> Reply:
         read_timeout = None
         if self._flex_timeout is not None and body.get("service_tier") == "flex":
@@ -85,13 +120,17 @@ class OpenAIAdapter:
             await response.close()
         if response.status >= 300:
             raise status_error(response.status, content, response.headers)
-        try:
-            parsed = orjson.loads(content)
-        except orjson.JSONDecodeError:
-            raise UpstreamProtocolError() from None
-        if not isinstance(parsed, dict):
-            raise UpstreamProtocolError()
-        return Reply(body=content, headers=forwarded_headers(response.headers), parsed=parsed)
+        return _json_reply(content, response.headers)
+
+
+def _json_reply(content: bytes, headers: Mapping[str, str]) -> Reply:
+    try:
+        parsed = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        raise UpstreamProtocolError() from None
+    if not isinstance(parsed, dict):
+        raise UpstreamProtocolError()
+    return Reply(body=content, headers=forwarded_headers(headers), parsed=parsed)
 
 
 class OpenAIStream:
@@ -128,6 +167,43 @@ class OpenAIStream:
                 break
         if not saw_done:
             # The connection ended without the terminator: the answer is incomplete.
+            raise UpstreamUnreachable("The upstream stream ended before it was complete.")
+
+    async def aclose(self) -> None:
+        await self._response.close()
+
+
+class ResponsesStream:
+    """An open Responses API stream: named events (``event: <type>``), passed through as
+    they come with their ``sequence_number`` intact. It ends with ``response.completed``,
+    ``response.incomplete`` or ``response.failed`` and carries no ``[DONE]``."""
+
+    TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+    def __init__(self, response: UpstreamResponse, *, max_event_bytes: int) -> None:
+        self._response = response
+        self._max_event_bytes = max_event_bytes
+        self.headers: Mapping[str, str] = forwarded_headers(response.headers)
+        self.notes: Mapping[str, Any] = {}
+
+    async def events(self) -> AsyncIterator[tuple[dict[str, Any], bytes]]:
+        """Each event parsed (the relay reads ids and usage from them) and framed."""
+        ended = False
+        groups = sse_event_groups(self._response.chunks(), max_event_bytes=self._max_event_bytes)
+        async for payloads in groups:
+            for payload in payloads:
+                if payload == b"[DONE]":  # some gateways add one; the SDK stops on it
+                    continue
+                try:
+                    event = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    raise UpstreamProtocolError() from None
+                if not isinstance(event, dict):
+                    raise UpstreamProtocolError()
+                kind = str(event.get("type", ""))
+                yield event, b"event: " + kind.encode() + b"\ndata: " + payload + b"\n\n"
+                ended = ended or kind in self.TERMINAL or kind == "error"
+        if not ended:
             raise UpstreamUnreachable("The upstream stream ended before it was complete.")
 
     async def aclose(self) -> None:

@@ -104,6 +104,12 @@ def usage_of(body: Any) -> Usage:
     usage = body.get("usage") if isinstance(body, dict) else None
     if not isinstance(usage, dict):
         return Usage()
+    if "input_tokens" in usage:  # a Responses API ``response`` object
+        details = usage.get("input_tokens_details")
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        return Usage(
+            _int(usage.get("input_tokens")), _int(usage.get("output_tokens")), _int(cached)
+        )
     details = usage.get("prompt_tokens_details")
     cached = details.get("cached_tokens") if isinstance(details, dict) else None
     return Usage(

@@ -20,8 +20,9 @@ import aiosqlite
 import orjson
 from starlette.responses import Response
 
-from adapters.base import Reply
+from adapters.base import Reply, ResponsesAdapter
 from adapters.errors import AdapterError
+from adapters.registry import capabilities
 from adapters.wire import Usage
 from proxy.context import Caller, Services
 from proxy.deferral.batchfiles import upstream_body, usage_of
@@ -105,6 +106,39 @@ class Deferral:
         request_id: str,
     ) -> Response:
         """Validate the deferral headers, commit the ticket, answer 202."""
+        ticket, replayed = await self.commit(
+            services,
+            caller,
+            endpoint=endpoint,
+            model=model,
+            body=body,
+            decision=decision,
+            headers=headers,
+            request_id=request_id,
+        )
+        extra = {"Idempotent-Replayed": "true"} if replayed else {}
+        return ticket_response(
+            ticket,
+            202,
+            Location=f"/v1/tickets/{ticket.id}",
+            **{TICKET_HEADER: ticket.id, "x-costroute-lane": ticket.lane},
+            **extra,
+        )
+
+    async def commit(
+        self,
+        services: Services,
+        caller: Caller,
+        *,
+        endpoint: str,
+        model: str,
+        body: dict[str, Any],
+        decision: Decision,
+        headers: Mapping[str, str],
+        request_id: str,
+    ) -> tuple[Ticket, bool]:
+        """Commit the ticket (durable when this returns): the ticket as answered, and
+        whether an ``Idempotency-Key`` replayed an earlier one."""
         key = idempotency_key(headers)
         callback = callback_url(headers, services.settings.webhooks, enabled=self.webhooks_enabled)
         now = services.clock.now()
@@ -138,14 +172,7 @@ class Deferral:
         # ticket as it is now.
         ticket = await store.get_ticket(services.db, ticket_id) if replayed else _queued(item)
         assert ticket is not None  # committed before submit returned
-        extra = {"Idempotent-Replayed": "true"} if replayed else {}
-        return ticket_response(
-            ticket,
-            202,
-            Location=f"/v1/tickets/{ticket_id}",
-            **{TICKET_HEADER: ticket_id, "x-costroute-lane": ticket.lane},
-            **extra,
-        )
+        return ticket, replayed
 
     # --- long-poll ---------------------------------------------------------------------
 
@@ -273,11 +300,15 @@ async def send_direct(services: Services, ticket: Ticket, body: bytes) -> bool:
         failed = Outcome(ticket.id, TicketStatus.FAILED, error=error, detail=message)
         return await _finish(services, ticket, failed)
     request = orjson.loads(body)
-    embed = ticket.endpoint.endswith("/embeddings")
+    endpoint = ticket.endpoint
+    provider = services.settings.providers.get(ticket.provider)
+    native = provider is not None and capabilities(provider.type).responses
 
     async def call() -> Reply:
-        if embed:
+        if endpoint.endswith("/embeddings"):
             return await adapter.embed(request, headers={})
+        if endpoint.endswith("/responses") and isinstance(adapter, ResponsesAdapter) and native:
+            return await adapter.respond(request, headers={})
         return await adapter.complete(request, headers={})
 
     try:

@@ -6,7 +6,8 @@ Ticket (one deferred request)::
       │  ▲         │
       │  └─────────┘   retryable line failure / expired or cancelled batch / a batch that
       │                never reached the provider (attempts left)
-      ├──▶ cancelled   (caller, only while queued)
+      ├──▶ cancelled   (caller: the ticket API only while queued; a deferred Responses
+      │                 call at any time before it ends, its late result then discarded)
       └──▶ realtime ──▶ completed | failed
     submitted ──▶ realtime   (deadline guard: a late batch result is then ignored)
 
@@ -67,8 +68,10 @@ TICKET_TRANSITIONS: frozenset[tuple[TicketStatus, TicketStatus]] = frozenset(
         (T.SUBMITTED, T.COMPLETED),
         (T.SUBMITTED, T.FAILED),
         (T.SUBMITTED, T.REALTIME),
+        (T.SUBMITTED, T.CANCELLED),
         (T.REALTIME, T.COMPLETED),
         (T.REALTIME, T.FAILED),
+        (T.REALTIME, T.CANCELLED),
     }
 )
 

@@ -189,4 +189,23 @@ MIGRATIONS: list[tuple[str, str]] = [
             WHERE status = 'queued' AND lane = 'batch';
         """,
     ),
+    (
+        # Which key and provider created each Responses API id passed through to a
+        # provider, so GET/cancel/DELETE/input_items go to the right provider and to no
+        # other key; and which deferred responses (tickets) their owner deleted.
+        "0006_response_owners",
+        """
+        CREATE TABLE response_owners (
+            id TEXT PRIMARY KEY,
+            key_name TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            created_ms INTEGER NOT NULL
+        );
+        CREATE TABLE deleted_responses (
+            id TEXT PRIMARY KEY,
+            key_name TEXT NOT NULL,
+            deleted_ms INTEGER NOT NULL
+        );
+        """,
+    ),
 ]

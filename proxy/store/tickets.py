@@ -185,6 +185,16 @@ async def get_owned(db: Database, ticket_id: str, key_name: str) -> Ticket | Non
     return None if row is None else ticket_from_row(row)
 
 
+async def body_owned(db: Database, ticket_id: str, key_name: str) -> bytes | None:
+    """The stored upstream request body of a ticket ``key_name`` owns."""
+    row = await db.fetchone(
+        "SELECT b.body FROM tickets t JOIN ticket_bodies b ON b.ticket_id = t.id "
+        "WHERE t.id = ? AND t.key_name = ?",
+        (ticket_id, key_name),
+    )
+    return None if row is None else bytes(row[0])
+
+
 async def list_owned(
     db: Database,
     key_name: str,
@@ -291,23 +301,38 @@ async def move(
 
 
 async def cancel(
-    db: Database, ticket_id: str, key_name: str, now_ms: int, *, route: FinalRoute | None = None
+    db: Database,
+    ticket_id: str,
+    key_name: str,
+    now_ms: int,
+    *,
+    route: FinalRoute | None = None,
+    started_too: bool = False,
 ) -> Ticket | None:
-    """Cancel a queued ticket of ``key_name``; ``None`` if it was not queued."""
+    """Cancel a queued ticket of ``key_name``; ``None`` if it was not queued. With
+    ``started_too`` a submitted or realtime ticket is cancelled as well: its result, when
+    it comes, matches no ``status = 'submitted'`` update and is discarded."""
+    froms = [TicketStatus.QUEUED]
+    if started_too:
+        froms += [TicketStatus.SUBMITTED, TicketStatus.REALTIME]
     async with db.transaction() as conn:
         async with conn.execute(
             "SELECT 1 FROM tickets WHERE id = ? AND key_name = ?", (ticket_id, key_name)
         ) as cursor:
             if await cursor.fetchone() is None:
                 return None
-        moved = await move(
-            conn,
-            [ticket_id],
-            TicketStatus.QUEUED,
-            TicketStatus.CANCELLED,
-            now_ms=now_ms,
-            detail="cancelled by caller",
-        )
+        moved: list[Ticket] = []
+        for before in froms:
+            moved = await move(
+                conn,
+                [ticket_id],
+                before,
+                TicketStatus.CANCELLED,
+                now_ms=now_ms,
+                detail="cancelled by caller",
+            )
+            if moved:
+                break
         if route is not None:
             await insert_routes(conn, [route(ticket) for ticket in moved])
     return moved[0] if moved else None

@@ -288,9 +288,9 @@ def test_go_durations() -> None:
 
 
 async def test_unknown_routes_use_the_openai_envelope(client: httpx.AsyncClient) -> None:
-    response = await client.post("/v1/responses", json={}, headers=AUTH)
+    response = await client.post("/v1/assistants", json={}, headers=AUTH)
     assert response.status_code == 404
-    assert response.json()["error"]["message"] == "Invalid URL (POST /v1/responses)"
+    assert response.json()["error"]["message"] == "Invalid URL (POST /v1/assistants)"
     response = await client.get(URL, headers=AUTH)
     assert response.status_code == 404
     assert response.json()["error"]["message"] == "Invalid URL (GET /v1/chat/completions)"

@@ -230,5 +230,5 @@ async def test_batch_line_answers_like_the_endpoint(app: Starlette) -> None:
     )
     assert status == 200
     assert body["object"] == "list"
-    status, body = emulator.answer_line("/v1/responses", {})
+    status, body = emulator.answer_line("/v1/assistants", {})
     assert status == 404

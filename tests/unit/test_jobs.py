@@ -31,8 +31,10 @@ TICKET_ALLOWED = {
     (T.SUBMITTED, T.COMPLETED),
     (T.SUBMITTED, T.FAILED),
     (T.SUBMITTED, T.REALTIME),
+    (T.SUBMITTED, T.CANCELLED),  # a deferred Responses call cancelled inside a batch
     (T.REALTIME, T.COMPLETED),
     (T.REALTIME, T.FAILED),
+    (T.REALTIME, T.CANCELLED),
 }
 BATCH_ALLOWED = {
     (B.CREATED, B.SUBMITTED),
