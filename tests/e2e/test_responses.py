@@ -337,3 +337,36 @@ def test_what_cannot_be_served_is_a_clear_400(s: Stack) -> None:
         reply = client.post("/v1/responses", json={"input": "no model"})
     assert reply.status_code == 400
     assert reply.json()["error"]["param"] == "model"
+
+
+def test_upstream_errors_are_retried_then_surface_as_the_sdks_exceptions(s: Stack) -> None:
+    faults = s.emulator.app.state.faults
+    faults.add(status=429, path="/v1/responses", times=1, retry_after=0)
+    ok = s.sdk().responses.create(model="gpt-4o-mini", input="retried once")
+    assert ok.status == "completed"  # the 429 was retried by costroute's policy
+    faults.add(status=429, path="/v1/responses", times=5, retry_after=0)
+    with pytest.raises(openai.RateLimitError):
+        s.sdk().responses.create(model="gpt-4o-mini", input="still limited")
+    faults.clear()
+    faults.add(status=500, path="/v1/responses", times=5)
+    with pytest.raises(openai.InternalServerError):
+        s.sdk().responses.create(model="gpt-4o-mini", input="broken")
+    faults.clear()
+
+
+def test_a_stored_stream_is_resumed_after_a_cursor_through_costroute(s: Stack) -> None:
+    created = s.sdk().responses.create(model="gpt-4o-mini", input="Replay me")
+    with s.http() as client:
+        reply = client.get(
+            f"/v1/responses/{created.id}", params={"stream": "true", "starting_after": 2}
+        )
+        other = httpx.get(
+            f"{s.proxy.url}/v1/responses/{created.id}",
+            params={"stream": "true"},
+            headers={"authorization": f"Bearer {TEAM_B}"},
+        )
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(b.split("\n")[1][6:]) for b in reply.text.strip().split("\n\n")]
+    assert events[0]["sequence_number"] == 3
+    assert events[-1]["type"] == "response.completed"
+    assert other.status_code == 404
