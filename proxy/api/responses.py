@@ -41,12 +41,12 @@ from adapters import responses_bridge as bridge
 from adapters.base import Reply, ResponsesAdapter, ResponsesStreamReply, StreamReply
 from adapters.errors import AdapterError
 from adapters.registry import capabilities
-from proxy.api.dispatch import complete, plan_request, services_of
+from proxy.api.dispatch import complete, flex, plan_request, services_of
 from proxy.api.http_io import parse_json, read_body
 from proxy.context import Caller, Services
 from proxy.deferral.queue import TICKET_HEADER, deferral_of
 from proxy.errors import BadRequest, NotFound, UpstreamFailure, envelope
-from proxy.lanes.planner import Decision
+from proxy.lanes.planner import Decision, Lane
 from proxy.lanes.realtime import call_with_retries
 from proxy.ops import accounting
 from proxy.ops.log_context import LogContext
@@ -101,13 +101,15 @@ async def create_response(request: Request, ctx: LogContext) -> Response:
     if ctx.stream:
         return await _stream(services, ctx, decision, adapter, body, caller, keeps)
 
-    async def call() -> Reply:
-        reply = await adapter.respond(body, headers={})
+    async def send(sent: dict[str, Any]) -> Reply:
+        reply = await adapter.respond(sent, headers={})
         if keeps and reply.parsed is not None:
             await _remember(services, reply.parsed.get("id"), caller, decision.provider)
         return reply
 
-    return await complete(services, ctx, decision, call)
+    if decision.lane is Lane.FLEX:
+        return await flex(services, ctx, decision, send, body)
+    return await complete(services, ctx, decision, lambda: send(body))
 
 
 async def _bridged(

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from adapters.clock import ManualClock
 from adapters.emulators.openai.batch.emulator import BatchEmulatorConfig
+from adapters.emulators.openai.errors import flex_unavailable_fault
 from adapters.emulators.openai.server import OpenAIEmulatorConfig
 from adapters.emulators.openai.server import create_app as openai_emulator
 from proxy.app import create_app
@@ -79,6 +80,8 @@ def s(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             },
             "models": {
                 "gpt-4o-mini": {"provider": "openai"},
+                "flex-mini": {"provider": "openai", "upstream_model": "gpt-4o-mini",
+                              "flex": True},
                 "deepseek-flash": {"provider": "deepseek"},
             },
             "batch": {"poll_interval": "1s", "flush_interval": "1s"},
@@ -370,3 +373,21 @@ def test_a_stored_stream_is_resumed_after_a_cursor_through_costroute(s: Stack) -
     assert events[0]["sequence_number"] == 3
     assert events[-1]["type"] == "response.completed"
     assert other.status_code == 404
+
+
+def test_a_short_tolerance_on_a_flex_model_takes_the_flex_tier_then_falls_back(s: Stack) -> None:
+    soon = {"X-Latency-Tolerance": "5m"}
+    raw = s.sdk().responses.with_raw_response.create(
+        model="flex-mini", input="Cheap please", extra_headers=soon
+    )
+    assert raw.headers["x-costroute-lane"] == "flex"
+    assert strict(Response, raw.http_response.json()).service_tier == "flex"
+    row = _row(s, raw.headers["x-request-id"])
+    assert row["cost_usd"] == pytest.approx(row["baseline_usd"] / 2)
+    s.emulator.app.state.faults.add(flex_unavailable_fault(path="/responses", times=2))
+    raw = s.sdk().responses.with_raw_response.create(
+        model="flex-mini", input="Busy", extra_headers=soon
+    )
+    assert raw.headers["x-costroute-lane"] == "realtime"
+    assert "flex capacity unavailable" in _row(s, raw.headers["x-request-id"])["reason"]
+    s.emulator.app.state.faults.clear()
