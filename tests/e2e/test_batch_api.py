@@ -255,6 +255,10 @@ def test_files_and_batches_belong_to_their_key(still: Stack) -> None:
             call()
     assert uploaded.id not in [f.id for f in other.files.list().data]
     assert created.id not in [b.id for b in other.batches.list().data]
+    with still.http(OPS) as ops, still.http() as plain:
+        listed = ops.get("/admin/user-batches").json()["data"]
+        assert plain.get("/admin/user-batches").status_code == 403
+    assert {"team-a"} <= {item["key_name"] for item in listed if item["id"] == created.id}
     assert still.sdk().files.delete(uploaded.id).deleted is True
     with pytest.raises(openai.NotFoundError):
         still.sdk().files.retrieve(uploaded.id)
