@@ -13,7 +13,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from adapters.base import BatchAdapter
+from adapters.base import BatchLane
 from adapters.parts import ProviderConfig, ProviderParts
 
 
@@ -48,10 +48,10 @@ class ProviderKind:
     server (``costroute flush``): it builds no real-time pool."""
 
     build: Callable[[ProviderConfig], ProviderParts]
-    build_batch: Callable[[ProviderConfig], BatchAdapter | None]
+    build_batch: Callable[[ProviderConfig], BatchLane | None]
 
 
-def _no_batch(_config: ProviderConfig) -> BatchAdapter | None:
+def _no_batch(_config: ProviderConfig) -> BatchLane | None:
     return None
 
 
@@ -83,5 +83,5 @@ def build(config: ProviderConfig) -> ProviderParts:
     return kind(config).build(config)
 
 
-def build_batch(config: ProviderConfig) -> BatchAdapter | None:
+def build_batch(config: ProviderConfig) -> BatchLane | None:
     return kind(config).build_batch(config)

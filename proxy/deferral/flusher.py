@@ -8,9 +8,9 @@ has ``max_active_batches`` live batches, while the model's ``enqueued_token_budg
 used up, or for a while after the provider refused a batch for its token limit.
 
 Each batch is claimed into a local ``created`` row first (``proxy.store.batches.claim``),
-then its JSONL is streamed to the Files API and the batch is created with the local id in
-its metadata, so a crash at any point is settled by reconciliation, never by a second
-submission.
+then its items are streamed from the store into the provider's ``BatchLane.submit`` with
+the local id in its metadata, so a crash at any point is settled by reconciliation, never
+by a second submission.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.base import BatchAdapter
-from adapters.errors import AdapterError, UpstreamStatus
+from adapters.base import BatchLane, BatchNotCreated
+from adapters.errors import AdapterError
 from proxy.context import Services
-from proxy.deferral.batchfiles import jsonl, line_overhead
 from proxy.durations import format_duration
 from proxy.store import batches as bstore
 from proxy.store import tickets as tstore
@@ -101,15 +100,17 @@ class Flusher:
                 break
             key = (picked.provider, picked.model, picked.endpoint)
             room, first = await self._token_room(picked.provider, picked.model)
+            lane = self.services.batch[picked.provider]
+            limits = lane.limits
             async with db.bulk():  # one claim moves up to 50,000 ticket rows
                 batch = await bstore.claim(
                     db,
                     batch_id=new_batch_id(),
                     group=picked,
                     now_ms=now_ms,
-                    max_lines=settings.batch.max_lines,
-                    max_bytes=settings.batch.max_bytes,
-                    line_overhead=line_overhead(picked.endpoint),
+                    max_lines=min(settings.batch.max_lines, limits.max_items),
+                    max_bytes=min(settings.batch.max_bytes, limits.max_bytes),
+                    line_overhead=limits.item_overhead + len(picked.endpoint.encode()),
                     token_room=room,
                     first_always=first,
                 )
@@ -122,7 +123,7 @@ class Flusher:
                 batch.id, batch.line_count, picked.endpoint, picked.model,
                 self._due(picked, now_ms, force),
             )  # fmt: skip
-            if await self._submit(self.services.batch[picked.provider], batch):
+            if await self._submit(lane, batch):
                 created.append(batch.id)
                 count += batch.line_count
             else:
@@ -172,30 +173,27 @@ class Flusher:
         used = await bstore.live_tokens(self.services.db, provider, upstream)
         return min(budgets) - used, used == 0
 
-    async def _submit(self, adapter: BatchAdapter, batch: Batch) -> bool:
-        """Upload and create one claimed batch. Whatever happens, no ticket is lost: a
-        refusal requeues the tickets; an unknown outcome (a timeout or a retryable
-        answer while creating) is left to reconciliation, which looks for the batch's
-        metadata upstream before requeueing anything."""
+    async def _submit(self, lane: BatchLane, batch: Batch) -> bool:
+        """Submit one claimed batch. Whatever happens, no ticket is lost: a certain
+        refusal (``BatchNotCreated``) requeues the tickets; an unknown outcome (a timeout
+        or a retryable answer while creating) is left to reconciliation, which looks for
+        the batch's metadata upstream before requeueing anything."""
         db = self.services.db
         self._inflight.add(batch.id)
-        phase = "upload"
         try:
-            lines = jsonl(bstore.lines_of(db, batch.id), batch.endpoint)
-            file_id = await adapter.upload_jsonl(lines, filename=f"{batch.id}.jsonl")
-            await bstore.set_input_file(db, batch.id, file_id)
-            phase = "create"
-            info = await adapter.create_batch(
-                input_file_id=file_id, endpoint=batch.endpoint, metadata={METADATA_KEY: batch.id}
+            info = await lane.submit(
+                bstore.lines_of(db, batch.id),
+                endpoint=batch.endpoint,
+                model=batch.model,
+                metadata={METADATA_KEY: batch.id},
             )
+        except BatchNotCreated as exc:
+            reason = f"submit failed: {exc.message}"
+            await bstore.release(db, batch.id, now_ms=self._now_ms(), reason=reason)
+            log.warning("batch %s: %s; tickets requeued", batch.id, reason)
+            return False
         except AdapterError as exc:
-            # No batch can exist upstream without its file, nor after a clear refusal.
-            if phase == "upload" or (isinstance(exc, UpstreamStatus) and not exc.retryable):
-                reason = f"{phase} failed: {exc.message}"
-                await bstore.release(db, batch.id, now_ms=self._now_ms(), reason=reason)
-                log.warning("batch %s: %s; tickets requeued", batch.id, reason)
-            else:
-                log.warning("batch %s: create outcome unknown (%s)", batch.id, exc.message)
+            log.warning("batch %s: create outcome unknown (%s)", batch.id, exc.message)
             return False
         finally:
             self._inflight.discard(batch.id)
@@ -204,7 +202,7 @@ class Flusher:
             db,
             batch.id,
             provider_batch_id=info.id,
-            input_file_id=file_id,
+            input_file_id=info.input_file_id,
             now_ms=now_ms,
             next_poll_ms=now_ms + self.services.settings.batch.poll_interval * 1000,
         )
