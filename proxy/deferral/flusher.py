@@ -3,9 +3,12 @@
 Queued tickets are grouped by (provider, upstream model, endpoint), since a provider batch
 file holds one model. A group is due when it holds ``batch.flush_lines`` tickets, when its
 oldest ticket has waited ``batch.max_wait``, when a deadline leaves no more room than
-``batch.min_tolerance``, or when a flush is forced. A due group is held while its provider
-has ``max_active_batches`` live batches, while the model's ``enqueued_token_budget`` is
-used up, or for a while after the provider refused a batch for its token limit.
+``batch.min_tolerance``, or when a flush is forced. A due group is held while its model
+(or, with ``batch_limit_scope = "provider"``, its provider) has ``max_active_batches`` live
+batches, while the model's ``enqueued_token_budget`` is used up, or for a while after the
+provider refused a batch for its token limit. A forced flush means "send everything now":
+a group it found held stays due (its tickets queued before the force) and goes at the
+first flush tick after its limit frees, not at its next ``max_wait``.
 
 Each batch is claimed into a local ``created`` row first (``proxy.store.batches.claim``),
 then its items are streamed from the store into the provider's ``BatchLane.submit`` with
@@ -62,6 +65,9 @@ class Flusher:
         self._lock = asyncio.Lock()
         # (provider, upstream model) -> Unix ms before which the group is held.
         self.cooldown: dict[tuple[str, str], int] = {}
+        # When the last forced flush ran: groups whose oldest ticket is older are due.
+        # In memory only: after a restart such a group waits for its usual trigger.
+        self._forced_ms: int | None = None
 
     def hold(self, provider: str, model: str, until_ms: int) -> None:
         self.cooldown[(provider, model)] = until_ms
@@ -76,6 +82,8 @@ class Flusher:
     async def _flush(self, force: bool) -> FlushSummary:
         db, settings = self.services.db, self.services.settings
         now_ms = self._now_ms()
+        if force:
+            self._forced_ms = now_ms
         await self._watch_queue(now_ms)
         created: list[str] = []
         held: list[str] = []
@@ -84,7 +92,7 @@ class Flusher:
         skip: set[tuple[str, str, str]] = set()
         while True:
             picked = None
-            live = await bstore.live_by_provider(db)
+            live = await bstore.live_by_model(db)
             for group in await bstore.queued_groups(db):
                 key = (group.provider, group.model, group.endpoint)
                 if key in skip or self._due(group, now_ms, force) is None:
@@ -135,6 +143,8 @@ class Flusher:
         batch = self.services.settings.batch
         if force:
             return "flush requested"
+        if self._forced_ms is not None and group.oldest_ms <= self._forced_ms:
+            return "flush requested earlier; its limit has freed"
         if group.count >= batch.flush_lines:
             return f"{group.count} tickets >= batch.flush_lines"
         if now_ms - group.oldest_ms >= batch.max_wait * 1000:
@@ -144,12 +154,20 @@ class Flusher:
             return "a deadline needs it"
         return None
 
-    async def _blocked(self, group: bstore.Group, live: dict[str, int], now_ms: int) -> str | None:
-        if group.provider not in self.services.batch:
+    async def _blocked(
+        self, group: bstore.Group, live: dict[tuple[str, str], int], now_ms: int
+    ) -> str | None:
+        lane = self.services.batch.get(group.provider)
+        if lane is None:
             return f"no batch adapter for provider {group.provider}"
-        limit = self.services.settings.providers[group.provider].max_active_batches
-        if live.get(group.provider, 0) >= limit:
-            return f"waiting: {group.provider} max_active_batches ({limit}) reached"
+        provider = self.services.settings.providers[group.provider]
+        limit = provider.max_active_batches
+        if (provider.batch_limit_scope or lane.limits.quota_scope) == "provider":
+            used = sum(n for (p, _), n in live.items() if p == group.provider)
+            if used >= limit:
+                return f"waiting: {group.provider} max_active_batches ({limit}) reached"
+        elif live.get((group.provider, group.model), 0) >= limit:
+            return f"waiting: {group.model} max_active_batches ({limit}) reached"
         if self.cooldown.get((group.provider, group.model), 0) > now_ms:
             return "waiting: the provider's enqueued-token limit was hit recently"
         room, _ = await self._token_room(group.provider, group.model)
