@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 # ~17 % faster. The price: the writer (and any enqueue waiting for it) is held longer
 # per chunk, 0.25-0.4 s against 0.18-0.25 s (2 busy cores, Python work included).
 _CHUNK = 5000
+# Seconds a results stream may stall before what arrived is committed anyway.
+_STALL_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,12 +97,25 @@ async def _ingest(
 async def _ingest_results(
     services: Services, lane: BatchLane, batch: Batch, info: BatchInfo
 ) -> None:
-    """Parse lines while the previous chunk is being written: SQLite runs in its own
-    thread, so the two overlap. One chunk in flight at a time keeps memory bounded."""
+    """Parse results while the previous chunk is being written: SQLite runs in its own
+    thread, so the two overlap. One chunk in flight at a time keeps memory bounded. When
+    the stream stalls (a slow second file, a hanging download), what has arrived is
+    committed after ``_STALL_S``, so a crash while waiting loses no finished work."""
     pending: list[Outcome] = []
     writing: asyncio.Task[None] | None = None
+    results = lane.results(info).__aiter__()
     try:
-        async for result in lane.results(info):
+        while True:
+            step = asyncio.ensure_future(results.__anext__())
+            if pending and not (await asyncio.wait({step}, timeout=_STALL_S))[0]:
+                if writing is not None:
+                    await writing
+                writing = asyncio.create_task(apply(services, batch, pending))
+                pending = []
+            try:
+                result = await step
+            except StopAsyncIteration:
+                break
             pending.append(outcome_of(result))
             if len(pending) >= _CHUNK:
                 if writing is not None:
