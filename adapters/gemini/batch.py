@@ -33,7 +33,7 @@ import orjson
 from adapters.base import BatchInfo, BatchLimits, BatchNotCreated, BatchResult, BatchStatus
 from adapters.clock import Clock, SystemClock
 from adapters.errors import AdapterError, Unsupported, UpstreamProtocolError, UpstreamStatus
-from adapters.gemini.errors import status_error
+from adapters.gemini.errors import RPC_STATUS, status_error
 from adapters.gemini.http import GeminiHttp
 from adapters.gemini.reply import parse_response
 from adapters.gemini.translate import build_request
@@ -57,6 +57,25 @@ LIMITS = BatchLimits(
     quota_scope="model",
     window_s=48 * 3600,
 )
+
+RPC_CODES = {
+    1: "CANCELLED",
+    2: "UNKNOWN",
+    3: "INVALID_ARGUMENT",
+    4: "DEADLINE_EXCEEDED",
+    5: "NOT_FOUND",
+    6: "ALREADY_EXISTS",
+    7: "PERMISSION_DENIED",
+    8: "RESOURCE_EXHAUSTED",
+    9: "FAILED_PRECONDITION",
+    10: "ABORTED",
+    11: "OUT_OF_RANGE",
+    12: "UNIMPLEMENTED",
+    13: "INTERNAL",
+    14: "UNAVAILABLE",
+    15: "DATA_LOSS",
+    16: "UNAUTHENTICATED",
+}
 
 STATES = {
     "BATCH_STATE_PENDING": BatchStatus.VALIDATING,
@@ -157,7 +176,13 @@ def result_of(custom_id: str, entry: Mapping[str, Any], *, model: str, created: 
         body = parse_response(response, model=model, created=created)
         return BatchResult(custom_id, 200, body=body)
     error = entry.get("error")
-    mapped = status_error(None, {"error": error if isinstance(error, Mapping) else {}}, {})
+    status = dict(error) if isinstance(error, Mapping) else {}
+    # An item's error is a google.rpc.Status: its ``code`` is the RPC code (3), not the
+    # HTTP status (400); name it so the real-time mapping gives the HTTP status.
+    name = RPC_CODES.get(status.get("code"))  # type: ignore[arg-type]
+    if name is not None:
+        status = {**status, "status": name, "code": RPC_STATUS.get(name, 500)}
+    mapped = status_error(None, {"error": status}, {})
     return BatchResult(custom_id, mapped.status, error=mapped.error_object())
 
 
