@@ -90,7 +90,7 @@ def test_a_deferred_ticket_completes_through_a_gemini_batch(stack: GeminiStack) 
     created = stack.sent(":batchGenerateContent", method="POST")
     assert len(created) == 2
     inline = created[0]["json"]["batch"]["inputConfig"]["requests"]["requests"]
-    assert all(item["metadata"]["key"] in ids + [other] for item in inline)
+    assert all(item["metadata"]["key"] in [*ids, other] for item in inline)
     assert all("contents" in item["request"] for item in inline)
 
     advance(stack, 61)  # the emulator finishes a batch after 60 s

@@ -136,7 +136,8 @@ def test_item_errors_are_rpc_statuses_classified_like_real_time(
 ) -> None:
     result = result_of("tkt_2", {"error": {"code": rpc, "message": "m"}}, model=MODEL, created=0)
     assert result.status_code == http
-    assert result.error is not None and result.error["message"] == "m"
+    assert result.error is not None
+    assert result.error["message"] == "m"
     assert outcome_of(result).status is status
 
 
