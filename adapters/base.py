@@ -6,7 +6,11 @@ upstream model already filled in; replies are OpenAI JSON bytes and OpenAI SSE e
 Adapters translate (Gemini) or pass through (OpenAI, DeepSeek); they never retry,
 never log to the database and know nothing about tickets.
 
-A ``BatchAdapter`` is the file-and-job side of a provider's asynchronous lane.
+A ``BatchLane`` is a provider's asynchronous half-price lane, behind one provider-neutral
+interface (modelled on TensorZero's batch inference: start a batch from items, poll it,
+read its results). Items go in and results come out in the OpenAI wire format; each
+adapter translates to and from its provider inside (OpenAI: Files + Batches; Gemini:
+``batchGenerateContent``; Anthropic: Message Batches).
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from adapters.errors import AdapterError
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +94,21 @@ class ResponsesAdapter(Protocol):
 
 
 class BatchStatus(StrEnum):
-    """OpenAI's batch states, which every batch adapter reports in."""
+    """The shared status vocabulary (OpenAI's batch states); every lane maps its
+    provider's states onto it:
+
+    - ``validating``: accepted, not yet running (Gemini ``BATCH_STATE_PENDING``;
+      Anthropic has no such phase and reports ``in_progress`` at once);
+    - ``in_progress``: running (Anthropic ``in_progress``, Gemini ``BATCH_STATE_RUNNING``);
+    - ``finalizing``: items done, results being written (OpenAI only);
+    - ``cancelling``: cancel requested, not yet settled (Anthropic ``canceling``);
+    - final: ``completed`` (results readable; individual items may still have failed),
+      ``failed`` (the whole batch was refused: validation or quota; ``BatchInfo.errors``
+      says why), ``expired`` (the provider's window ran out: Gemini 48 h, OpenAI and
+      Anthropic 24 h; finished items are still readable), ``cancelled`` (finished items
+      readable). Anthropic's ``ended`` maps to ``completed``, or to ``expired`` /
+      ``cancelled`` when its counts say every unfinished item expired / was cancelled.
+    """
 
     VALIDATING = "validating"
     FAILED = "failed"
@@ -111,42 +131,144 @@ _FINAL = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class BatchInfo:
+    """One provider batch as every lane reports it.
+
+    ``id`` is the provider's id, exactly as ``retrieve``/``cancel`` take it (OpenAI
+    ``batch_...``, Gemini ``batches/...``, Anthropic ``msgbatch_...``). ``metadata`` must
+    round-trip what ``submit`` was given (Gemini and Anthropic have no free metadata: the
+    lane encodes it, e.g. in Gemini's ``displayName``, and decodes it here), because
+    reconciliation after a crash finds a batch by it. The file ids are the lane's own
+    business (opaque to the caller, which only stores and shows them): OpenAI's input,
+    output and error files; Gemini's ``responsesFile``; empty where results are inline or
+    streamed (Anthropic ``results_url`` is kept by the lane, e.g. in ``output_file_id``).
+    """
+
     id: str
     status: BatchStatus
     endpoint: str
-    input_file_id: str
-    created_at: int
+    input_file_id: str = ""
+    created_at: int = 0  # Unix seconds
     output_file_id: str | None = None
     error_file_id: str | None = None
-    total: int = 0
-    completed: int = 0
-    failed: int = 0
-    # Validation errors of a failed batch: [{"code", "message", "param", "line"}].
+    total: int = 0  # items submitted
+    completed: int = 0  # items that succeeded so far
+    failed: int = 0  # items that failed (errored, expired or cancelled) so far
+    # Why a ``failed`` batch was refused: [{"code", "message", "param", "line"}], where
+    # ``line`` (1-based, optional) is the position of the offending item in the order
+    # ``submit`` received them, and a ``code`` containing "limit" marks a pure capacity
+    # refusal (quota / enqueued tokens: the items are requeued without charging a try).
     errors: tuple[Mapping[str, Any], ...] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
 
 
-class BatchAdapter(Protocol):
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """The outcome of one item, keyed by the ``custom_id`` it was submitted with.
+
+    - success: ``status_code`` 2xx and ``body`` the OpenAI response body of the endpoint
+      (a ``chat.completion`` with ``usage``, an embeddings ``list``, a Responses
+      ``response``), translated exactly as the lane's real-time path translates it;
+    - an HTTP-level failure: ``status_code`` 4xx/5xx and ``error`` an OpenAI error object
+      (``message``, ``type``, ``param``, ``code``) mapped as the real-time path maps
+      that provider's errors (so 429 / 5xx read as retryable, 400 as permanent);
+    - a non-HTTP failure: ``status_code`` ``None`` and ``error`` with ``code``
+      ``batch_expired`` / ``batch_cancelled`` (requeued) or another code.
+    The caller classifies retryable vs permanent from these alone.
+    """
+
+    custom_id: str
+    status_code: int | None
+    body: Mapping[str, Any] | None = None
+    error: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    """A provider's batch facts, read by the flusher when it sizes and gates batches.
+
+    ``max_items`` / ``max_bytes`` bound one batch (the flusher takes the smaller of these
+    and ``batch.max_lines`` / ``batch.max_bytes``); bytes are counted as
+    ``len(custom_id) + len(body) + item_overhead`` per item. ``inline_max_bytes`` is the
+    size up to which the lane sends items inside the create call (Gemini: 20 MB; None:
+    never inline, always a file, as OpenAI; Anthropic: everything inline). ``quota_scope``
+    says what the provider's concurrency quota counts (``"model"``: OpenAI enqueued tokens
+    per model; ``"provider"``: one pool per key), i.e. the default scope of
+    ``max_active_batches``. ``window_s`` is how long a batch may run before it expires.
+    """
+
+    max_items: int
+    max_bytes: int
+    item_overhead: int = 0
+    inline_max_bytes: int | None = None
+    quota_scope: Literal["model", "provider"] = "model"
+    window_s: int = 24 * 3600
+
+
+class BatchNotCreated(Exception):
+    """Raised by ``BatchLane.submit`` when the provider certainly holds no batch for the
+    items (an upload failed, or the create call was refused with a non-retryable status):
+    the caller requeues them at once. Any other ``AdapterError`` from ``submit`` leaves
+    the outcome unknown (a timeout while creating): the caller then reconciles by
+    metadata through ``list`` before requeueing anything, so no item is ever in two live
+    batches."""
+
+    def __init__(self, cause: AdapterError) -> None:
+        super().__init__(cause.message)
+        self.cause = cause
+        self.message = cause.message
+
+
+class BatchLane(Protocol):
+    """A provider's batch API behind one interface. Adapters never touch the store,
+    never retry and know nothing about tickets; the flusher, poller, ingest and
+    reconciliation use only these methods.
+
+    Errors: every method raises ``AdapterError`` (``adapters.errors``) for provider or
+    transport failures, with ``retryable`` set as for real-time calls.
+    """
+
     provider_type: str
+    limits: BatchLimits
 
-    async def upload_jsonl(self, lines: AsyncIterable[bytes], *, filename: str) -> str:
-        """Stream ``lines`` (each ending in ``\\n``) into a batch input file; return its id."""
+    async def submit(
+        self,
+        items: AsyncIterable[tuple[str, bytes]],
+        *,
+        endpoint: str,
+        model: str,
+        metadata: Mapping[str, str],
+    ) -> BatchInfo:
+        """Create one batch from ``items``: ``(custom_id, body)`` pairs streamed from the
+        store, ``body`` the JSON bytes of an OpenAI request for ``endpoint``
+        (``/v1/chat/completions``, ``/v1/embeddings``, ``/v1/responses``) with the
+        upstream ``model`` already set and no ``stream``. All items share ``model``
+        (Gemini's batch URL names it). ``custom_id`` is URL-safe ASCII, at most 64 chars.
+
+        The lane translates each body as its real-time path would, keeps the mapping
+        from custom_id to its provider's item key (Anthropic ``custom_id``; Gemini
+        request ``metadata`` / JSONL ``key``; inline results come back in order), may
+        consume ``items`` only once, and must not hold them all in memory when it sends
+        a file. ``metadata`` is small string pairs that ``list`` must give back.
+        Raises ``BatchNotCreated`` when certainly nothing was created; an item the
+        provider cannot express raises ``BatchNotCreated(Unsupported(...))``."""
         ...
 
-    async def create_batch(
-        self, *, input_file_id: str, endpoint: str, metadata: Mapping[str, str]
-    ) -> BatchInfo: ...
+    async def retrieve(self, batch_id: str) -> BatchInfo: ...
 
-    async def retrieve_batch(self, batch_id: str) -> BatchInfo: ...
-
-    async def cancel_batch(self, batch_id: str) -> BatchInfo: ...
-
-    def list_batches(self) -> AsyncIterator[BatchInfo]:
-        """Every batch the provider knows for this credential, newest first."""
+    def results(self, info: BatchInfo) -> AsyncIterator[BatchResult]:
+        """Every result of a final batch (``info`` from ``retrieve``), streamed in any
+        order, each item at most once. Items with no result (expired, cancelled before
+        running) may be omitted: the caller requeues whatever no result spoke for.
+        Errors raised mid-stream leave already yielded results valid; the caller may
+        call again later (it ignores repeats)."""
         ...
 
-    def file_lines(self, file_id: str) -> AsyncIterator[bytes]:
-        """The lines of a result file, streamed, without loading it whole."""
+    async def cancel(self, batch_id: str) -> BatchInfo: ...
+
+    def list(self) -> AsyncIterator[BatchInfo]:
+        """Every batch the provider knows for this credential, newest first, with its
+        decoded ``metadata``: reconciliation finds a batch whose creation outcome was
+        unknown by the metadata ``submit`` was given."""
         ...
 
     async def aclose(self) -> None: ...

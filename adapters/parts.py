@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from adapters.base import BatchAdapter, ChatAdapter
+from adapters.base import BatchLane, ChatAdapter
 from adapters.clock import Clock
 from adapters.http import PoolOptions, make_client
 
@@ -83,7 +83,7 @@ class ProviderService(Protocol):
 @dataclass(slots=True)
 class ProviderParts:
     chat: ChatAdapter
-    batch: BatchAdapter | None = None
+    batch: BatchLane | None = None
     service: ProviderService | None = None
 
 

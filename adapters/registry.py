@@ -13,7 +13,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from adapters.base import BatchAdapter
+from adapters.base import BatchLane
 from adapters.parts import ProviderConfig, ProviderParts
 
 
@@ -25,13 +25,18 @@ class Capabilities:
     flex: bool = False  # OpenAI's flex service tier
     context_cache: bool = False  # caching that costroute manages
     responses: bool = False  # OpenAI's Responses API, passed through natively
+    # Endpoints the batch lane carries (None: every endpoint the provider serves).
+    batch_endpoints: frozenset[str] | None = None
 
 
 # Static facts, readable on the request path without importing any provider's modules.
 CAPABILITIES: dict[str, Capabilities] = {
     "openai": Capabilities(batch=True, flex=True, responses=True),
     "deepseek": Capabilities(),
-    "gemini": Capabilities(context_cache=True),
+    # Gemini batches carry generateContent only; embeddings batches are another method.
+    "gemini": Capabilities(
+        batch=True, context_cache=True, batch_endpoints=frozenset({"/v1/chat/completions"})
+    ),
 }
 
 
@@ -48,10 +53,10 @@ class ProviderKind:
     server (``costroute flush``): it builds no real-time pool."""
 
     build: Callable[[ProviderConfig], ProviderParts]
-    build_batch: Callable[[ProviderConfig], BatchAdapter | None]
+    build_batch: Callable[[ProviderConfig], BatchLane | None]
 
 
-def _no_batch(_config: ProviderConfig) -> BatchAdapter | None:
+def _no_batch(_config: ProviderConfig) -> BatchLane | None:
     return None
 
 
@@ -65,7 +70,7 @@ def _kinds() -> dict[str, ProviderKind]:
     return {
         "openai": ProviderKind(openai.build, openai.build_batch),
         "deepseek": ProviderKind(deepseek.build, _no_batch),
-        "gemini": ProviderKind(gemini.build, _no_batch),
+        "gemini": ProviderKind(gemini.build, gemini.build_batch),
     }
 
 
@@ -83,5 +88,5 @@ def build(config: ProviderConfig) -> ProviderParts:
     return kind(config).build(config)
 
 
-def build_batch(config: ProviderConfig) -> BatchAdapter | None:
+def build_batch(config: ProviderConfig) -> BatchLane | None:
     return kind(config).build_batch(config)

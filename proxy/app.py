@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from adapters import registry
-from adapters.base import BatchAdapter
+from adapters.base import BatchLane
 from adapters.clock import Clock, SystemClock
 from adapters.http import PoolOptions
 from adapters.parts import CacheSettings, ModelFacts, ModelPrices, ProviderConfig, ProviderParts
@@ -213,10 +213,10 @@ def build_batch_adapters(
     transports: Mapping[str, httpx.AsyncBaseTransport],
     *,
     clock: Clock | None = None,
-) -> dict[str, BatchAdapter]:
+) -> dict[str, BatchLane]:
     """The batch adapter of every provider that has a batch lane, and nothing else: for
     work without a running server (``costroute flush``)."""
-    batch: dict[str, BatchAdapter] = {}
+    batch: dict[str, BatchLane] = {}
     for name in settings.providers:
         config = provider_config(
             settings,

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from adapters.base import BatchAdapter, ChatAdapter
+from adapters.base import BatchLane, ChatAdapter
 from adapters.clock import Clock
 from proxy.settings import Settings
 from proxy.store.db import Database
@@ -41,6 +41,6 @@ class Services:
     routelog: RouteLog
     # Keyed by provider name as configured under [providers.NAME].
     chat: dict[str, ChatAdapter] = field(default_factory=dict)
-    batch: dict[str, BatchAdapter] = field(default_factory=dict)
+    batch: dict[str, BatchLane] = field(default_factory=dict)
     # Feature services that later modules attach (deferral queue, scheduler, metrics...).
     extras: dict[str, Any] = field(default_factory=dict)

@@ -134,7 +134,11 @@ class ProviderSettings(_Strict):
     base_url: str
     api_key_env: str | None = None
     max_connections: int = Field(512, gt=0)
+    # Live batches allowed at once, counted per upstream model by default (providers
+    # enforce their batch quotas per model: OpenAI's enqueued tokens), or per provider
+    # with ``batch_limit_scope = "provider"``. Unset scope: the lane's own fact.
     max_active_batches: int = Field(1, ge=1)
+    batch_limit_scope: Literal["model", "provider"] | None = None
     price_windows: list[PriceWindow] = Field(default_factory=list)
 
     @field_validator("base_url")

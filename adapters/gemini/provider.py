@@ -1,13 +1,15 @@
-"""Building the Gemini provider's parts: the real-time adapter and its managed context
-cache manager (the background service: TTL extension, idle deletion, reconciliation)."""
+"""Building the Gemini provider's parts: the real-time adapter, its managed context
+cache manager (the background service: TTL extension, idle deletion, reconciliation) and
+the Batch Mode lane."""
 
 from __future__ import annotations
 
+from adapters.gemini.batch import GeminiBatchLane
 from adapters.gemini.cache import CacheMode, CacheModel, CachePolicy, CachePrices, CacheRegistry
 from adapters.gemini.cache_manager import CacheManager
 from adapters.gemini.chat import GeminiAdapter
 from adapters.http import make_client
-from adapters.parts import ProviderConfig, ProviderParts
+from adapters.parts import ProviderConfig, ProviderParts, batch_client
 
 
 def build(config: ProviderConfig) -> ProviderParts:
@@ -51,4 +53,11 @@ def build(config: ProviderConfig) -> ProviderParts:
         clock=config.clock,
         max_response_bytes=config.max_response_bytes,
     )
-    return ProviderParts(chat=adapter, service=manager)
+    return ProviderParts(chat=adapter, service=manager, batch=build_batch(config))
+
+
+def build_batch(config: ProviderConfig) -> GeminiBatchLane:
+    """The Batch Mode lane, on its own pool (uploads never hold real-time connections)."""
+    if config.api_key is None:
+        raise ValueError(f"providers.{config.name}: Gemini needs api_key_env")
+    return GeminiBatchLane(batch_client(config), api_key=config.api_key, clock=config.clock)

@@ -1,4 +1,4 @@
-"""OpenAI Files + Batches as a ``BatchAdapter`` over an injected ``httpx.AsyncClient``
+"""OpenAI Files + Batches as a ``BatchLane`` over an injected ``httpx.AsyncClient``
 (its base URL ends in ``/v1``; auth, timeouts and limits are the client's).
 
 Uploads are streamed: the multipart body is written by hand around the caller's async
@@ -8,6 +8,7 @@ encoder only takes sync files). Result files are streamed back line by line.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from typing import Any
@@ -15,14 +16,73 @@ from typing import Any
 import httpx
 import orjson
 
-from adapters.base import BatchInfo, BatchStatus
-from adapters.errors import UpstreamProtocolError
+from adapters.base import BatchInfo, BatchLimits, BatchNotCreated, BatchResult, BatchStatus
+from adapters.errors import AdapterError, UpstreamProtocolError, UpstreamStatus
 from adapters.http import httpx_errors_mapped
 from adapters.wire import status_error
+
+log = logging.getLogger(__name__)
 
 COMPLETION_WINDOW = "24h"
 # Coalesce small lines into chunks of about this size before handing them to httpx.
 _CHUNK = 256 * 1024
+
+_PREFIX = b'{"custom_id":"'
+_MIDDLE = b'","method":"POST","url":"'
+_BODY = b'","body":'
+_END = b"}\n"
+# providers.md 2.3: 50,000 lines and 200 MB per input file; the quota is enqueued
+# tokens per model, so concurrency is limited per model.
+LIMITS = BatchLimits(
+    max_items=50_000,
+    max_bytes=200 * 1000 * 1000,
+    item_overhead=len(_PREFIX) + len(_MIDDLE) + len(_BODY) + len(_END),
+    inline_max_bytes=None,
+    quota_scope="model",
+)
+
+
+def line_overhead(endpoint: str) -> int:
+    """Bytes a line adds around its ticket id and body."""
+    return LIMITS.item_overhead + len(endpoint.encode())
+
+
+def batch_line(custom_id: str, endpoint: str, body: bytes) -> bytes:
+    """One input line, written without re-parsing the stored body: custom ids and
+    endpoints are URL-safe ASCII, so no escaping is needed; the body is already JSON
+    and is spliced in as is."""
+    return b"".join((_PREFIX, custom_id.encode(), _MIDDLE, endpoint.encode(), _BODY, body, _END))
+
+
+async def jsonl(rows: AsyncIterable[tuple[str, bytes]], endpoint: str) -> AsyncIterator[bytes]:
+    async for custom_id, body in rows:
+        yield batch_line(custom_id, endpoint, body)
+
+
+def parse_result_line(raw: bytes) -> BatchResult | None:
+    """One output or error line as a ``BatchResult``; ``None`` if it names no item.
+
+    Lines are ``{"custom_id", "response": {"status_code", "body"}, "error"}``: 2xx with
+    the endpoint's body, 4xx/5xx with ``body.error``, or ``response`` null and
+    ``error: {"code", "message"}`` for non-HTTP failures (``batch_expired``)."""
+    try:
+        line = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
+        return None
+    custom_id: str = line["custom_id"]
+    response = line.get("response")
+    if isinstance(response, dict):
+        code = response.get("status_code")
+        status_code = code if isinstance(code, int) and not isinstance(code, bool) else 0
+        body = response.get("body")
+        if 200 <= status_code < 300 and isinstance(body, dict):
+            return BatchResult(custom_id, status_code, body=body)
+        inner = body.get("error") if isinstance(body, dict) else None
+        return BatchResult(custom_id, status_code, error=inner if isinstance(inner, dict) else {})
+    error = line.get("error")
+    return BatchResult(custom_id, None, error=error if isinstance(error, dict) else {})
 
 
 def parse_batch(data: Any) -> BatchInfo:
@@ -63,10 +123,58 @@ def build_create(input_file_id: str, endpoint: str, metadata: Mapping[str, str])
 
 class OpenAIBatchAdapter:
     provider_type = "openai"
+    limits = LIMITS
 
     def __init__(self, client: httpx.AsyncClient, *, api_key: str | None = None) -> None:
         self._client = client
         self._auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
+
+    # --- BatchLane ----------------------------------------------------------------------
+
+    async def submit(
+        self,
+        items: AsyncIterable[tuple[str, bytes]],
+        *,
+        endpoint: str,
+        model: str,
+        metadata: Mapping[str, str],
+    ) -> BatchInfo:
+        # No batch can exist upstream without its file, nor after a clear refusal.
+        name = metadata.get("costroute_batch_id") or secrets.token_hex(8)
+        try:
+            file_id = await self.upload_jsonl(jsonl(items, endpoint), filename=f"{name}.jsonl")
+        except AdapterError as exc:
+            raise BatchNotCreated(exc) from exc
+        try:
+            return await self.create_batch(
+                input_file_id=file_id, endpoint=endpoint, metadata=metadata
+            )
+        except UpstreamStatus as exc:
+            if exc.retryable:
+                raise
+            raise BatchNotCreated(exc) from exc
+
+    async def retrieve(self, batch_id: str) -> BatchInfo:
+        return await self.retrieve_batch(batch_id)
+
+    async def results(self, info: BatchInfo) -> AsyncIterator[BatchResult]:
+        for file_id in (info.output_file_id, info.error_file_id):
+            if not file_id:
+                continue
+            async for raw in self.file_lines(file_id):
+                result = parse_result_line(raw)
+                if result is None:
+                    log.warning("batch result line without custom_id skipped (%d bytes)", len(raw))
+                else:
+                    yield result
+
+    async def cancel(self, batch_id: str) -> BatchInfo:
+        return await self.cancel_batch(batch_id)
+
+    def list(self) -> AsyncIterator[BatchInfo]:
+        return self.list_batches()
+
+    # --- Files and Batches, as the lane uses them ---------------------------------------
 
     async def upload_jsonl(self, lines: AsyncIterable[bytes], *, filename: str) -> str:
         boundary = "costroute-" + secrets.token_hex(16)

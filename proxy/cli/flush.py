@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from adapters.base import BatchAdapter
+from adapters.base import BatchLane
 from adapters.clock import Clock, SystemClock
 from adapters.registry import capabilities
 from proxy.app import build_batch_adapters as app_batch_adapters
@@ -25,7 +25,7 @@ def build_batch_adapters(
     settings: Settings,
     keys: Mapping[str, str | None],
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
-) -> dict[str, BatchAdapter]:
+) -> dict[str, BatchLane]:
     """The app's batch adapters (one per OpenAI provider); ``transports`` for tests."""
     return app_batch_adapters(settings, keys, transports or {})
 

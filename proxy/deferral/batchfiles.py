@@ -1,15 +1,7 @@
-"""Batch files: JSONL input lines written from stored bodies without re-parsing them,
-and output/error lines parsed and classified one at a time.
-
-Input lines are ``{"custom_id": <ticket id>, "method": "POST", "url": <endpoint>,
-"body": <stored upstream body>}``; results are joined on ``custom_id``, never by position,
-because providers write result files in any order.
-
-A result line is one of:
-
-- success: ``response.status_code`` 2xx, ``response.body`` the endpoint's JSON;
-- an HTTP-level failure: ``response.status_code`` 4xx/5xx, ``response.body.error``;
-- a non-HTTP failure: ``response`` null, ``error: {"code", "message"}`` (``batch_expired``).
+"""Batch items and results, provider-neutral: the upstream body of an item, and each
+``BatchResult`` (``adapters.base``) classified one at a time. Results are joined on
+``custom_id`` (the ticket id), never by position, because providers return them in any
+order. Provider file formats live in the lanes (``adapters/<provider>/batch.py``).
 
 Retryable failures (429 rate limits, 408/409, 5xx, ``batch_expired``, ``batch_cancelled``,
 unknown non-HTTP codes) send the ticket back to the queue; permanent ones (other 4xx:
@@ -20,12 +12,12 @@ error object.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from adapters.base import BatchResult
 from proxy.store.jobs import Outcome, TicketStatus
 
 log = logging.getLogger(__name__)
@@ -69,28 +61,6 @@ def upstream_body(body: dict[str, Any], upstream_model: str) -> bytes:
     out = {key: value for key, value in body.items() if key not in _STREAM_KEYS}
     out["model"] = upstream_model
     return orjson.dumps(out)
-
-
-_PREFIX = b'{"custom_id":"'
-_MIDDLE = b'","method":"POST","url":"'
-_BODY = b'","body":'
-_END = b"}\n"
-
-
-def line_overhead(endpoint: str) -> int:
-    """Bytes a line adds around its ticket id and body."""
-    return len(_PREFIX) + len(_MIDDLE) + len(endpoint.encode()) + len(_BODY) + len(_END)
-
-
-def batch_line(ticket_id: str, endpoint: str, body: bytes) -> bytes:
-    # Ticket ids and endpoints are URL-safe ASCII, so no escaping is needed; the body
-    # is already JSON and is spliced in as is.
-    return b"".join((_PREFIX, ticket_id.encode(), _MIDDLE, endpoint.encode(), _BODY, body, _END))
-
-
-async def jsonl(rows: AsyncIterable[tuple[str, bytes]], endpoint: str) -> AsyncIterator[bytes]:
-    async for ticket_id, body in rows:
-        yield batch_line(ticket_id, endpoint, body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,39 +119,26 @@ def error_object(raw: Any, *, status_code: int | None) -> dict[str, Any]:
     }
 
 
-def outcome_of(raw: bytes) -> Outcome | None:
-    """Classify one output or error line; ``None`` if it cannot be attributed to a ticket."""
-    try:
-        line = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        log.warning("unparseable batch result line (%d bytes) skipped", len(raw))
-        return None
-    if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
-        log.warning("batch result line without custom_id skipped")
-        return None
-    ticket_id: str = line["custom_id"]
-    response = line.get("response")
-    if isinstance(response, dict):
-        status_code = _int(response.get("status_code")) or 0
-        body = response.get("body")
-        if 200 <= status_code < 300 and isinstance(body, dict):
-            usage = usage_of(body)
-            return Outcome(
-                ticket_id,
-                TicketStatus.COMPLETED,
-                result=orjson.dumps(body),
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                cached_tokens=usage.cached_tokens,
-                detail="batch line succeeded",
-            )
-        inner = body.get("error") if isinstance(body, dict) else None
-        error = error_object(inner, status_code=status_code)
-        again = retryable(status_code, error)
+def outcome_of(result: BatchResult) -> Outcome:
+    """Classify one item's result: success, retryable (back to the queue) or permanent."""
+    ticket_id = result.custom_id
+    status_code = result.status_code
+    if status_code is not None and 200 <= status_code < 300 and result.body is not None:
+        usage = usage_of(result.body)
+        return Outcome(
+            ticket_id,
+            TicketStatus.COMPLETED,
+            result=orjson.dumps(result.body),
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+            detail="batch line succeeded",
+        )
+    error = error_object(dict(result.error or {}), status_code=status_code)
+    again = retryable(status_code, error)
+    if status_code is not None:
         detail = f"batch line failed: HTTP {status_code} {error['code'] or error['type']}"
     else:
-        error = error_object(line.get("error"), status_code=None)
-        again = retryable(None, error)
         detail = f"batch line failed: {error['code'] or 'unknown error'}"
     status = TicketStatus.QUEUED if again else TicketStatus.FAILED
     return Outcome(ticket_id, status, error=error, detail=detail)

@@ -3,14 +3,17 @@
 Queued tickets are grouped by (provider, upstream model, endpoint), since a provider batch
 file holds one model. A group is due when it holds ``batch.flush_lines`` tickets, when its
 oldest ticket has waited ``batch.max_wait``, when a deadline leaves no more room than
-``batch.min_tolerance``, or when a flush is forced. A due group is held while its provider
-has ``max_active_batches`` live batches, while the model's ``enqueued_token_budget`` is
-used up, or for a while after the provider refused a batch for its token limit.
+``batch.min_tolerance``, or when a flush is forced. A due group is held while its model
+(or, with ``batch_limit_scope = "provider"``, its provider) has ``max_active_batches`` live
+batches, while the model's ``enqueued_token_budget`` is used up, or for a while after the
+provider refused a batch for its token limit. A forced flush means "send everything now":
+a group it found held stays due (its tickets queued before the force) and goes at the
+first flush tick after its limit frees, not at its next ``max_wait``.
 
 Each batch is claimed into a local ``created`` row first (``proxy.store.batches.claim``),
-then its JSONL is streamed to the Files API and the batch is created with the local id in
-its metadata, so a crash at any point is settled by reconciliation, never by a second
-submission.
+then its items are streamed from the store into the provider's ``BatchLane.submit`` with
+the local id in its metadata, so a crash at any point is settled by reconciliation, never
+by a second submission.
 """
 
 from __future__ import annotations
@@ -21,10 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.base import BatchAdapter
-from adapters.errors import AdapterError, UpstreamStatus
+from adapters.base import BatchLane, BatchNotCreated
+from adapters.errors import AdapterError
 from proxy.context import Services
-from proxy.deferral.batchfiles import jsonl, line_overhead
 from proxy.durations import format_duration
 from proxy.store import batches as bstore
 from proxy.store import tickets as tstore
@@ -63,6 +65,9 @@ class Flusher:
         self._lock = asyncio.Lock()
         # (provider, upstream model) -> Unix ms before which the group is held.
         self.cooldown: dict[tuple[str, str], int] = {}
+        # When the last forced flush ran: groups whose oldest ticket is older are due.
+        # In memory only: after a restart such a group waits for its usual trigger.
+        self._forced_ms: int | None = None
 
     def hold(self, provider: str, model: str, until_ms: int) -> None:
         self.cooldown[(provider, model)] = until_ms
@@ -77,6 +82,8 @@ class Flusher:
     async def _flush(self, force: bool) -> FlushSummary:
         db, settings = self.services.db, self.services.settings
         now_ms = self._now_ms()
+        if force:
+            self._forced_ms = now_ms
         await self._watch_queue(now_ms)
         created: list[str] = []
         held: list[str] = []
@@ -85,7 +92,7 @@ class Flusher:
         skip: set[tuple[str, str, str]] = set()
         while True:
             picked = None
-            live = await bstore.live_by_provider(db)
+            live = await bstore.live_by_model(db)
             for group in await bstore.queued_groups(db):
                 key = (group.provider, group.model, group.endpoint)
                 if key in skip or self._due(group, now_ms, force) is None:
@@ -101,15 +108,17 @@ class Flusher:
                 break
             key = (picked.provider, picked.model, picked.endpoint)
             room, first = await self._token_room(picked.provider, picked.model)
+            lane = self.services.batch[picked.provider]
+            limits = lane.limits
             async with db.bulk():  # one claim moves up to 50,000 ticket rows
                 batch = await bstore.claim(
                     db,
                     batch_id=new_batch_id(),
                     group=picked,
                     now_ms=now_ms,
-                    max_lines=settings.batch.max_lines,
-                    max_bytes=settings.batch.max_bytes,
-                    line_overhead=line_overhead(picked.endpoint),
+                    max_lines=min(settings.batch.max_lines, limits.max_items),
+                    max_bytes=min(settings.batch.max_bytes, limits.max_bytes),
+                    line_overhead=limits.item_overhead + len(picked.endpoint.encode()),
                     token_room=room,
                     first_always=first,
                 )
@@ -122,7 +131,7 @@ class Flusher:
                 batch.id, batch.line_count, picked.endpoint, picked.model,
                 self._due(picked, now_ms, force),
             )  # fmt: skip
-            if await self._submit(self.services.batch[picked.provider], batch):
+            if await self._submit(lane, batch):
                 created.append(batch.id)
                 count += batch.line_count
             else:
@@ -134,6 +143,8 @@ class Flusher:
         batch = self.services.settings.batch
         if force:
             return "flush requested"
+        if self._forced_ms is not None and group.oldest_ms <= self._forced_ms:
+            return "flush requested earlier; its limit has freed"
         if group.count >= batch.flush_lines:
             return f"{group.count} tickets >= batch.flush_lines"
         if now_ms - group.oldest_ms >= batch.max_wait * 1000:
@@ -143,12 +154,20 @@ class Flusher:
             return "a deadline needs it"
         return None
 
-    async def _blocked(self, group: bstore.Group, live: dict[str, int], now_ms: int) -> str | None:
-        if group.provider not in self.services.batch:
+    async def _blocked(
+        self, group: bstore.Group, live: dict[tuple[str, str], int], now_ms: int
+    ) -> str | None:
+        lane = self.services.batch.get(group.provider)
+        if lane is None:
             return f"no batch adapter for provider {group.provider}"
-        limit = self.services.settings.providers[group.provider].max_active_batches
-        if live.get(group.provider, 0) >= limit:
-            return f"waiting: {group.provider} max_active_batches ({limit}) reached"
+        provider = self.services.settings.providers[group.provider]
+        limit = provider.max_active_batches
+        if (provider.batch_limit_scope or lane.limits.quota_scope) == "provider":
+            used = sum(n for (p, _), n in live.items() if p == group.provider)
+            if used >= limit:
+                return f"waiting: {group.provider} max_active_batches ({limit}) reached"
+        elif live.get((group.provider, group.model), 0) >= limit:
+            return f"waiting: {group.model} max_active_batches ({limit}) reached"
         if self.cooldown.get((group.provider, group.model), 0) > now_ms:
             return "waiting: the provider's enqueued-token limit was hit recently"
         room, _ = await self._token_room(group.provider, group.model)
@@ -172,30 +191,27 @@ class Flusher:
         used = await bstore.live_tokens(self.services.db, provider, upstream)
         return min(budgets) - used, used == 0
 
-    async def _submit(self, adapter: BatchAdapter, batch: Batch) -> bool:
-        """Upload and create one claimed batch. Whatever happens, no ticket is lost: a
-        refusal requeues the tickets; an unknown outcome (a timeout or a retryable
-        answer while creating) is left to reconciliation, which looks for the batch's
-        metadata upstream before requeueing anything."""
+    async def _submit(self, lane: BatchLane, batch: Batch) -> bool:
+        """Submit one claimed batch. Whatever happens, no ticket is lost: a certain
+        refusal (``BatchNotCreated``) requeues the tickets; an unknown outcome (a timeout
+        or a retryable answer while creating) is left to reconciliation, which looks for
+        the batch's metadata upstream before requeueing anything."""
         db = self.services.db
         self._inflight.add(batch.id)
-        phase = "upload"
         try:
-            lines = jsonl(bstore.lines_of(db, batch.id), batch.endpoint)
-            file_id = await adapter.upload_jsonl(lines, filename=f"{batch.id}.jsonl")
-            await bstore.set_input_file(db, batch.id, file_id)
-            phase = "create"
-            info = await adapter.create_batch(
-                input_file_id=file_id, endpoint=batch.endpoint, metadata={METADATA_KEY: batch.id}
+            info = await lane.submit(
+                bstore.lines_of(db, batch.id),
+                endpoint=batch.endpoint,
+                model=batch.model,
+                metadata={METADATA_KEY: batch.id},
             )
+        except BatchNotCreated as exc:
+            reason = f"submit failed: {exc.message}"
+            await bstore.release(db, batch.id, now_ms=self._now_ms(), reason=reason)
+            log.warning("batch %s: %s; tickets requeued", batch.id, reason)
+            return False
         except AdapterError as exc:
-            # No batch can exist upstream without its file, nor after a clear refusal.
-            if phase == "upload" or (isinstance(exc, UpstreamStatus) and not exc.retryable):
-                reason = f"{phase} failed: {exc.message}"
-                await bstore.release(db, batch.id, now_ms=self._now_ms(), reason=reason)
-                log.warning("batch %s: %s; tickets requeued", batch.id, reason)
-            else:
-                log.warning("batch %s: create outcome unknown (%s)", batch.id, exc.message)
+            log.warning("batch %s: create outcome unknown (%s)", batch.id, exc.message)
             return False
         finally:
             self._inflight.discard(batch.id)
@@ -204,7 +220,7 @@ class Flusher:
             db,
             batch.id,
             provider_batch_id=info.id,
-            input_file_id=file_id,
+            input_file_id=info.input_file_id,
             now_ms=now_ms,
             next_poll_ms=now_ms + self.services.settings.batch.poll_interval * 1000,
         )

@@ -1,5 +1,5 @@
-"""Ingesting a finished provider batch: stream its output and error files, apply each
-line's outcome to its ticket, then settle the tickets no line spoke for.
+"""Ingesting a finished provider batch: stream its results (``BatchLane.results``), apply
+each item's outcome to its ticket, then settle the tickets no line spoke for.
 
 "completed" never means every line succeeded: each line is classified on its own
 (``proxy.deferral.batchfiles.outcome_of``). Expired and cancelled batches keep their finished
@@ -17,7 +17,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from adapters.base import BatchAdapter, BatchInfo, BatchStatus
+from adapters.base import BatchInfo, BatchLane, BatchStatus
 from proxy.context import Services
 from proxy.deferral.batchfiles import error_object, outcome_of
 from proxy.deferral.queue import finalized, priced
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 # ~17 % faster. The price: the writer (and any enqueue waiting for it) is held longer
 # per chunk, 0.25-0.4 s against 0.18-0.25 s (2 busy cores, Python work included).
 _CHUNK = 5000
+# Seconds a results stream may stall before what arrived is committed anyway.
+_STALL_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +61,8 @@ async def ingest(
 async def _ingest(
     services: Services, batch: Batch, info: BatchInfo, *, read_files: bool
 ) -> Ingested:
-    adapter = services.batch[batch.provider]
-    files = (info.output_file_id, info.error_file_id) if read_files else ()
-    for file_id in files:
-        if file_id:
-            await _ingest_file(services, adapter, batch, file_id)
+    if read_files:
+        await _ingest_results(services, services.batch[batch.provider], batch, info)
     refusal = False
     if info.status is BatchStatus.FAILED:
         refusal = await _validation_failed(services, batch, info)
@@ -95,19 +94,29 @@ async def _ingest(
     return Ingested(refusal, info.failed / total if total else 0.0)
 
 
-async def _ingest_file(
-    services: Services, adapter: BatchAdapter, batch: Batch, file_id: str
+async def _ingest_results(
+    services: Services, lane: BatchLane, batch: Batch, info: BatchInfo
 ) -> None:
-    """Parse lines while the previous chunk is being written: SQLite runs in its own
-    thread, so the two overlap. One chunk in flight at a time keeps memory bounded."""
+    """Parse results while the previous chunk is being written: SQLite runs in its own
+    thread, so the two overlap. One chunk in flight at a time keeps memory bounded. When
+    the stream stalls (a slow second file, a hanging download), what has arrived is
+    committed after ``_STALL_S``, so a crash while waiting loses no finished work."""
     pending: list[Outcome] = []
     writing: asyncio.Task[None] | None = None
+    results = lane.results(info).__aiter__()
     try:
-        async for raw in adapter.file_lines(file_id):
-            outcome = outcome_of(raw)
-            if outcome is None:
-                continue
-            pending.append(outcome)
+        while True:
+            step = asyncio.ensure_future(results.__anext__())
+            if pending and not (await asyncio.wait({step}, timeout=_STALL_S))[0]:
+                if writing is not None:
+                    await writing
+                writing = asyncio.create_task(apply(services, batch, pending))
+                pending = []
+            try:
+                result = await step
+            except StopAsyncIteration:
+                break
+            pending.append(outcome_of(result))
             if len(pending) >= _CHUNK:
                 if writing is not None:
                     await writing

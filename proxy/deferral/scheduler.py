@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from adapters.base import BatchAdapter, BatchInfo
+from adapters.base import BatchInfo, BatchLane
 from adapters.errors import AdapterError
 from proxy.context import Services
 from proxy.deferral import webhooks
@@ -196,7 +196,7 @@ class Scheduler:
             if adapter is None or batch.provider_batch_id is None:
                 continue
             try:
-                info = await adapter.retrieve_batch(batch.provider_batch_id)
+                info = await adapter.retrieve(batch.provider_batch_id)
             except AdapterError as exc:
                 failures = batch.poll_failures + 1
                 delay = min(batch_cfg.poll_interval * 2**failures, 3600)
@@ -307,13 +307,13 @@ class Scheduler:
 
 
 async def _find_by_metadata(
-    adapter: BatchAdapter, wanted: set[str]
+    adapter: BatchLane, wanted: set[str]
 ) -> tuple[dict[str, BatchInfo], bool]:
     """Provider batches whose metadata names one of ``wanted``; the flag says whether
     the whole list was seen (so a missing one truly never reached the provider)."""
     found: dict[str, BatchInfo] = {}
     seen = 0
-    async for info in adapter.list_batches():
+    async for info in adapter.list():
         local = info.metadata.get(METADATA_KEY)
         if local in wanted:
             found[local] = info

@@ -75,8 +75,11 @@ def plan(
     tol = format_duration(tolerance)
     why_not: list[str] = []
 
-    if not capabilities(provider.type).batch:
+    lanes = capabilities(provider.type)
+    if not lanes.batch:
         why_not.append(f"no batch lane for {provider.type}")
+    elif lanes.batch_endpoints is not None and endpoint not in lanes.batch_endpoints:
+        why_not.append(f"no {provider.type} batch lane for {endpoint}")
     elif not config.batch:
         why_not.append(f"batch disabled for {model}")
     elif tolerance < batch.min_tolerance:

@@ -75,12 +75,13 @@ async def queued_groups(db: Database) -> list[Group]:
     return [Group(*row) for row in rows]
 
 
-async def live_by_provider(db: Database) -> dict[str, int]:
+async def live_by_model(db: Database) -> dict[tuple[str, str], int]:
+    """Live (created or submitted) batches per (provider, upstream model)."""
     rows = await db.fetchall(
-        "SELECT provider, COUNT(*) FROM batches WHERE status IN ('created', 'submitted') "
-        "GROUP BY provider"
+        "SELECT provider, model, COUNT(*) FROM batches WHERE status IN ('created', 'submitted') "
+        "GROUP BY provider, model"
     )
-    return {row[0]: row[1] for row in rows}
+    return {(row[0], row[1]): row[2] for row in rows}
 
 
 async def live_tokens(db: Database, provider: str, model: str) -> int:

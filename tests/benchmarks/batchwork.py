@@ -126,6 +126,9 @@ class TimedAdapter:
         self.upload_s = 0.0
         self.create_s = 0.0
         self.uploaded_bytes = 0
+        # ``submit`` is made of these two steps: time them where the lane calls them.
+        self._upload, self._create = inner.upload_jsonl, inner.create_batch
+        inner.upload_jsonl, inner.create_batch = self.upload_jsonl, self.create_batch
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -138,7 +141,7 @@ class TimedAdapter:
 
         started = time.perf_counter()
         try:
-            file_id: str = await self.inner.upload_jsonl(counted(), filename=filename)
+            file_id: str = await self._upload(counted(), filename=filename)
             return file_id
         finally:
             self.upload_s = time.perf_counter() - started
@@ -146,7 +149,7 @@ class TimedAdapter:
     async def create_batch(self, **kwargs: Any) -> Any:
         started = time.perf_counter()
         try:
-            return await self.inner.create_batch(**kwargs)
+            return await self._create(**kwargs)
         finally:
             self.create_s = time.perf_counter() - started
 

@@ -18,8 +18,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from adapters.base import BatchInfo, BatchStatus
+from adapters.base import BatchInfo, BatchResult, BatchStatus
 from adapters.clock import ManualClock
+from adapters.openai.batch import LIMITS, jsonl, parse_result_line
 from proxy.context import Services
 from proxy.deferral.scheduler import Scheduler
 from proxy.ops.routelog import RouteLog
@@ -39,6 +40,7 @@ class CountingProvider:
     """Consumes uploads line by line and serves a synthetic result file."""
 
     provider_type = "openai"
+    limits = LIMITS
 
     def __init__(self, count: int) -> None:
         self.count = count
@@ -48,32 +50,41 @@ class CountingProvider:
         self.largest_chunk = 0
         self.ids: list[str] = []
 
-    async def upload_jsonl(self, lines: AsyncIterable[bytes], *, filename: str) -> str:
-        async for line in lines:
+    async def submit(
+        self,
+        items: AsyncIterable[tuple[str, bytes]],
+        *,
+        endpoint: str,
+        model: str,
+        metadata: Mapping[str, str],
+    ) -> BatchInfo:
+        # The OpenAI lane's own line writer, so the work measured is the real one.
+        async for line in jsonl(items, endpoint):
             self.lines += 1
             self.bytes += len(line)
             self.largest_chunk = max(self.largest_chunk, len(line))
-        return "file-in"
-
-    async def create_batch(
-        self, *, input_file_id: str, endpoint: str, metadata: Mapping[str, str]
-    ) -> BatchInfo:
         self.created += 1
         return BatchInfo(f"batch_{self.created}", BatchStatus.VALIDATING, endpoint,
-                         input_file_id, 0, metadata=dict(metadata))  # fmt: skip
+                         "file-in", 0, metadata=dict(metadata))  # fmt: skip
 
-    async def retrieve_batch(self, batch_id: str) -> BatchInfo:
+    async def retrieve(self, batch_id: str) -> BatchInfo:
         return BatchInfo(
             "batch_1", BatchStatus.COMPLETED, "/v1/chat/completions", "file-in", 0,
             output_file_id="file-out", total=self.count, completed=self.count,
         )  # fmt: skip
 
-    async def cancel_batch(self, batch_id: str) -> BatchInfo:
+    async def cancel(self, batch_id: str) -> BatchInfo:
         raise NotImplementedError
 
-    async def list_batches(self) -> AsyncIterator[BatchInfo]:
+    async def list(self) -> AsyncIterator[BatchInfo]:
         return
         yield
+
+    async def results(self, info: BatchInfo) -> AsyncIterator[BatchResult]:
+        async for raw in self.file_lines(info.output_file_id or ""):
+            result = parse_result_line(raw)
+            assert result is not None
+            yield result
 
     async def file_lines(self, file_id: str) -> AsyncIterator[bytes]:
         for index, ticket_id in enumerate(reversed(self.ids)):  # any order: joined by id

@@ -7,8 +7,17 @@ from typing import Any
 import orjson
 import pytest
 
-from proxy.deferral.batchfiles import batch_line, jsonl, line_overhead, outcome_of, upstream_body
-from proxy.store.jobs import TicketStatus
+from adapters.openai.batch import batch_line, jsonl, line_overhead, parse_result_line
+from proxy.deferral import batchfiles
+from proxy.deferral.batchfiles import upstream_body
+from proxy.store.jobs import Outcome, TicketStatus
+
+
+def outcome_of(raw: bytes) -> Outcome | None:
+    """An OpenAI result line through the lane's parser and the neutral classifier."""
+    result = parse_result_line(raw)
+    return None if result is None else batchfiles.outcome_of(result)
+
 
 CHAT = "/v1/chat/completions"
 

@@ -70,7 +70,9 @@ CASES = [
     ("flex-only", CHAT, 24 * HOUR, THU_0000, Lane.FLEX, None, "batch disabled"),
     ("text-embedding-3-small", EMBED, 4 * HOUR, THU_0000, Lane.BATCH, None, "batch"),
     ("text-embedding-3-small", EMBED, 10 * 60, THU_0000, Lane.REALTIME, None, "min_tolerance"),
-    ("gemini-2.5-flash", CHAT, 24 * HOUR, THU_0000, Lane.REALTIME, None, "no batch lane"),
+    ("gemini-2.5-flash", CHAT, 24 * HOUR, THU_0000, Lane.BATCH, None, "gemini batch at batch"),
+    ("gemini-2.5-flash", EMBED, 24 * HOUR, THU_0000, Lane.REALTIME, None,
+     "no gemini batch lane for /v1/embeddings"),
     # DeepSeek: peak (2x) Mon-Fri 01:00-04:00 and 06:00-10:00 UTC.
     ("deepseek-flash", CHAT, 4 * HOUR, at("2026-01-01T02:00:00"), Lane.OFFPEAK,
      at("2026-01-01T04:00:00"), "held until Thu 04:00 UTC (1x)"),

@@ -208,18 +208,57 @@ async def test_a_deadline_forces_an_early_flush(s: Stack) -> None:
     assert summary.tickets == 1
 
 
-async def test_max_active_batches_holds_the_rest(s: Stack) -> None:
+async def test_max_active_batches_per_provider_holds_the_rest(s: Stack) -> None:
+    s.services.settings.providers["openai"].__dict__["batch_limit_scope"] = "provider"
     first = (await s.enqueue("one"))[1]["id"]
     await s.scheduler.flush_once(force=True)
     second = (await s.enqueue("two", model="gpt-4o"))[1]["id"]
     summary = await s.scheduler.flush_once(force=True)
     assert summary.batches == ()
-    assert any("max_active_batches" in reason for reason in summary.held)
+    assert any("openai max_active_batches" in reason for reason in summary.held)
     assert (await s.ticket(second)).status == "queued"
     s.clock.advance(RUN)
     await s.scheduler.poll_once()
     assert (await s.ticket(first)).status == "completed"
-    assert (await s.scheduler.flush_once(force=True)).tickets == 1
+    # The forced flush still stands: the held group goes at the next ordinary tick,
+    # long before its max_wait.
+    summary = await s.scheduler.flush_once()
+    assert summary.tickets == 1
+    assert (await s.ticket(second)).status == "submitted"
+
+
+async def test_max_active_batches_is_per_model_by_default(s: Stack) -> None:
+    """One model's slow batch does not hold another model's queue."""
+    slow = (await s.enqueue("one"))[1]["id"]
+    await s.scheduler.flush_once(force=True)
+    other = (await s.enqueue("two", model="gpt-4o"))[1]["id"]
+    summary = await s.scheduler.flush_once(force=True)
+    assert summary.tickets == 1
+    assert (await s.ticket(other)).status == "submitted"
+    assert (await s.ticket(slow)).status == "submitted"
+    # The same model is still held by its own live batch.
+    again = (await s.enqueue("three"))[1]["id"]
+    summary = await s.scheduler.flush_once(force=True)
+    assert summary.batches == ()
+    assert any("gpt-4o-mini max_active_batches (1)" in reason for reason in summary.held)
+    assert (await s.ticket(again)).status == "queued"
+
+
+async def test_a_forced_flush_drains_held_groups_when_their_limit_frees(s: Stack) -> None:
+    first = (await s.enqueue("one"))[1]["id"]
+    await s.scheduler.flush_once(force=True)
+    held = (await s.enqueue("two"))[1]["id"]
+    assert (await s.scheduler.flush_once(force=True)).batches == ()
+    s.clock.advance(1)
+    late = (await s.enqueue("three", model="gpt-4o"))[1]["id"]
+    s.clock.advance(RUN)
+    await s.scheduler.poll_once()
+    assert (await s.ticket(first)).status == "completed"
+    summary = await s.scheduler.flush_once()
+    assert summary.tickets == 1
+    assert (await s.ticket(held)).status == "submitted"
+    # A ticket queued after the forced flush waits for its own trigger.
+    assert (await s.ticket(late)).status == "queued"
 
 
 async def test_enqueued_token_budget_limits_live_tokens(tmp_path: Path) -> None:

@@ -63,7 +63,7 @@ async def test_guard_takes_queued_tickets_too(slow: Stack) -> None:
     s = slow
     blocker = (await s.enqueue("occupies the batch slot", tolerance=24 * HOUR))[1]["id"]
     await s.scheduler.flush_once(force=True)
-    waiting = (await s.enqueue("never got a slot", model="gpt-4o", tolerance=2 * HOUR))[1]["id"]
+    waiting = (await s.enqueue("never got a slot", tolerance=2 * HOUR))[1]["id"]
     assert (await s.scheduler.flush_once(force=True)).batches == ()
     s.clock.advance(2 * HOUR - 10 * 60)
     assert await s.scheduler.guard_once() == [waiting]
