@@ -22,6 +22,7 @@ class ModelFacts:
     name: str
     upstream: str
     cache_min_tokens: int
+    max_tokens_default: int = 4096
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,8 @@ class Capabilities:
 CAPABILITIES: dict[str, Capabilities] = {
     "openai": Capabilities(batch=True, flex=True, responses=True),
     "deepseek": Capabilities(),
+    # Message Batches and managed prompt caching are not built yet: real time only.
+    "anthropic": Capabilities(),
     # Gemini batches carry generateContent only; embeddings batches are another method.
     "gemini": Capabilities(
         batch=True, context_cache=True, batch_endpoints=frozenset({"/v1/chat/completions"})
@@ -63,6 +65,7 @@ def _no_batch(_config: ProviderConfig) -> BatchLane | None:
 @functools.cache
 def _kinds() -> dict[str, ProviderKind]:
     # Each provider package is imported here only; nothing else in the proxy names one.
+    from adapters.anthropic import provider as anthropic
     from adapters.deepseek import provider as deepseek
     from adapters.gemini import provider as gemini
     from adapters.openai import provider as openai
@@ -70,6 +73,7 @@ def _kinds() -> dict[str, ProviderKind]:
     return {
         "openai": ProviderKind(openai.build, openai.build_batch),
         "deepseek": ProviderKind(deepseek.build, _no_batch),
+        "anthropic": ProviderKind(anthropic.build, _no_batch),
         "gemini": ProviderKind(gemini.build, gemini.build_batch),
     }
 

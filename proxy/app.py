@@ -172,6 +172,7 @@ def provider_config(
             name=model_name,
             upstream=model.upstream_model or model_name,
             cache_min_tokens=model.cache_min_tokens,
+            max_tokens_default=model.max_tokens_default,
         )
         for model_name, model in settings.models.items()
         if model.provider == name

@@ -38,7 +38,7 @@ def _duration(value: object) -> object:
 
 
 Duration = Annotated[int, BeforeValidator(_duration), Field(ge=0)]
-ProviderType = Literal["openai", "deepseek", "gemini"]
+ProviderType = Literal["openai", "deepseek", "gemini", "anthropic"]
 CacheMode = Literal["auto", "force", "off"]
 
 
@@ -178,6 +178,8 @@ class ModelSettings(_Strict):
     enqueued_token_budget: int | None = Field(None, gt=0)
     # Gemini explicit caching: the smallest cache the provider accepts for this model.
     cache_min_tokens: int = Field(1024, gt=0)
+    # Anthropic requires max_tokens: this is sent when the caller gives none.
+    max_tokens_default: int = Field(4096, gt=0)
 
 
 class BatchSettings(_Strict):

@@ -51,11 +51,20 @@ def _gemini(clock: Clock, options: argparse.Namespace) -> Starlette:
     return gemini_app(GeminiEmulatorConfig(api_keys=keys), clock=clock)
 
 
+def _anthropic(clock: Clock, options: argparse.Namespace) -> Starlette:
+    from adapters.emulators.anthropic.server import AnthropicEmulatorConfig
+    from adapters.emulators.anthropic.server import create_app as anthropic_app
+
+    keys = frozenset(options.api_key) if options.api_key else None
+    return anthropic_app(AnthropicEmulatorConfig(api_keys=keys), clock=clock)
+
+
 # One factory per kind.
 KINDS: dict[str, Callable[[Clock, argparse.Namespace], Starlette]] = {
     "openai": _openai,
     "deepseek": _deepseek,
     "gemini": _gemini,
+    "anthropic": _anthropic,
 }
 
 

@@ -206,7 +206,7 @@ async def _logs(args: argparse.Namespace) -> int:
 
 def _add_emulate(sub: Any) -> None:
     p = sub.add_parser("emulate", help="run a provider emulator standalone")
-    p.add_argument("kind", choices=["openai", "deepseek", "gemini"])
+    p.add_argument("kind", choices=["openai", "deepseek", "gemini", "anthropic"])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=9001)
     p.set_defaults(func=_emulate)

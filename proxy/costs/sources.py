@@ -32,7 +32,12 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from proxy.settings import ConfigError, ModelPrice, PriceWindow, ProviderType
 
-_PROVIDER_IDS = {"openai": "openai", "deepseek": "deepseek", "gemini": "google"}
+_PROVIDER_IDS = {
+    "openai": "openai",
+    "deepseek": "deepseek",
+    "gemini": "google",
+    "anthropic": "anthropic",
+}
 _VARIANTS = {("processing", "batch"): "batch_discount", ("service_tier", "flex"): "flex_discount"}
 
 

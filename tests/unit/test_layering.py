@@ -33,7 +33,7 @@ ADAPTER_FLOORS: list[tuple[str, ...]] = [
     ("adapters.errors", "adapters.clock"),
     ("adapters.wire", "adapters.http", "adapters.base", "adapters.responses_bridge"),
     ("adapters.parts",),  # what a provider is built from and into
-    ("adapters.openai", "adapters.gemini"),
+    ("adapters.openai", "adapters.gemini", "adapters.anthropic"),
     ("adapters.deepseek",),  # OpenAI's wire format with DeepSeek's differences
     ("adapters.registry",),
     ("adapters.upkeep",),
