@@ -180,6 +180,10 @@ class BatchResult:
     status_code: int | None
     body: Mapping[str, Any] | None = None
     error: Mapping[str, Any] | None = None
+    # ``{"lane_suffix": "cache"}`` when the item used a provider cache that costroute
+    # manages (Gemini ``cachedContent``): its lane is priced as ``batch+cache``, the
+    # baseline counting the cached tokens at the full input price.
+    notes: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
