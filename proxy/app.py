@@ -27,7 +27,7 @@ from adapters.clock import Clock, SystemClock
 from adapters.http import PoolOptions
 from adapters.parts import CacheSettings, ModelFacts, ModelPrices, ProviderConfig, ProviderParts
 from adapters.upkeep import Upkeep
-from proxy.api import chat, embeddings, health, models, responses
+from proxy.api import batches, chat, embeddings, files, health, models, responses
 from proxy.api.admin import admin_routes
 from proxy.api.gc_tuning import tune_for_serving
 from proxy.api.openapi import document as openapi
@@ -288,6 +288,7 @@ def _routes() -> list[BaseRoute]:
             methods=["POST"],
         ),
         *_response_routes(),
+        *_file_and_batch_routes(),
         *ticket_routes(_plain_endpoint),
         admin_flush_route(_plain_endpoint),
         *admin_routes(_plain_endpoint),
@@ -325,6 +326,26 @@ def _response_routes() -> list[BaseRoute]:
             _endpoint(base + "/input_items", responses.list_input_items, log_route=False),
             methods=["GET"],
         ),
+    ]
+
+
+def _file_and_batch_routes() -> list[BaseRoute]:
+    """costroute's own Files and Batch API: housekeeping, not LLM calls (each batch line
+    writes its own routing-log rows as a ticket)."""
+
+    def route(path: str, handler: Handler, method: str) -> Route:
+        return Route(path, _endpoint(path, handler, log_route=False), methods=[method])
+
+    return [
+        route("/v1/files", files.upload, "POST"),
+        route("/v1/files", files.list_files, "GET"),
+        route("/v1/files/{file_id}", files.retrieve, "GET"),
+        route("/v1/files/{file_id}", files.delete, "DELETE"),
+        route("/v1/files/{file_id}/content", files.content, "GET"),
+        route("/v1/batches", batches.create, "POST"),
+        route("/v1/batches", batches.list_batches, "GET"),
+        route("/v1/batches/{batch_id}", batches.retrieve, "GET"),
+        route("/v1/batches/{batch_id}/cancel", batches.cancel, "POST"),
     ]
 
 

@@ -69,6 +69,20 @@ class StoreSettings(_Strict):
     path: str = "costroute.db"
 
 
+class FilesSettings(_Strict):
+    """Uploads for costroute's own Files and Batch API (``/v1/files``, ``/v1/batches``)."""
+
+    # Where uploaded and result files live; default: a ``files`` folder beside the database.
+    dir: str | None = None
+    # OpenAI's limit for batch input files; larger uploads get 413.
+    max_bytes: int = Field(200 * 1000 * 1000, gt=0)
+
+    def folder(self, store: StoreSettings) -> Path:
+        if self.dir is not None:
+            return Path(self.dir)
+        return Path(store.path).resolve().parent / "files"
+
+
 class AuthKey(_Strict):
     name: str = Field(min_length=1, max_length=64)
     key_env: str = Field(min_length=1)
@@ -230,6 +244,7 @@ class Settings(_Strict):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     pricing: PricingSettings = Field(default_factory=PricingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    files: FilesSettings = Field(default_factory=FilesSettings)
 
     @model_validator(mode="after")
     def _models_name_known_providers(self) -> Settings:

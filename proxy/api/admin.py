@@ -29,11 +29,13 @@ from starlette.routing import BaseRoute, Route
 from proxy.auth import require_admin
 from proxy.context import Caller, Services
 from proxy.costs.reports import GROUPINGS, build_report
+from proxy.deferral.userbatch import batch_object as batch_view
 from proxy.errors import BadRequest
 from proxy.ops import admin_query as q
 from proxy.ops.alerts import host_of
 from proxy.ops.page import page_routes
 from proxy.store import admin as store
+from proxy.store import userfiles
 from proxy.store.reports import queue_gauges
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -147,6 +149,25 @@ async def list_batches(request: Request) -> Response:
     return _json(q.envelope(request, query, [batch_object(r, now) for r in rows], more))
 
 
+async def list_user_batches(request: Request) -> Response:
+    """Every key's batches of costroute's own Batch API, newest first (admin keys only):
+    ``limit`` (1-100, default 20), ``after`` (a batch id)."""
+    services = _admin(request)
+    limit = request.query_params.get("limit", "20")
+    if not limit.isdigit() or not 1 <= int(limit) <= 100:
+        raise BadRequest("Invalid 'limit': expected 1 to 100.", param="limit")
+    rows = await userfiles.list_batches(
+        services.db, None, limit=int(limit) + 1, after=request.query_params.get("after")
+    )
+    page = rows[: int(limit)]
+    data = []
+    for batch in page:
+        item = batch_view(batch, await userfiles.line_counts(services.db, batch.id))
+        item["key_name"] = batch.key_name
+        data.append(item)
+    return _json({"object": "list", "data": data, "has_more": len(rows) > len(page)})
+
+
 async def report(request: Request) -> Response:
     """Requests, cost and savings grouped, with alerts and the queue (admin keys only)."""
     services = _admin(request)
@@ -181,6 +202,11 @@ def admin_routes(wrap: Wrap) -> list[BaseRoute]:
         Route("/admin/routes", wrap("/admin/routes", list_routes), methods=["GET"]),
         Route("/admin/tickets", wrap("/admin/tickets", list_tickets), methods=["GET"]),
         Route("/admin/batches", wrap("/admin/batches", list_batches), methods=["GET"]),
+        Route(
+            "/admin/user-batches",
+            wrap("/admin/user-batches", list_user_batches),
+            methods=["GET"],
+        ),
         Route("/admin/report", wrap("/admin/report", report), methods=["GET"]),
         *page_routes(),
     ]

@@ -39,7 +39,9 @@ async def chat_completions(request: Request, ctx: LogContext) -> Response:
     adapter = services.chat[decision.provider]
     passed = adapter_headers(request, ctx)
     if decision.lane is Lane.FLEX and not chat.stream:
-        return await flex(services, ctx, decision, adapter, body, passed)
+        return await flex(
+            services, ctx, decision, lambda b: adapter.complete(b, headers=passed), body
+        )
     if chat.stream:
         include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
         upstream_started = time.perf_counter()

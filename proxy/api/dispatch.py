@@ -14,7 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from adapters.base import ChatAdapter, Reply
+from adapters.base import Reply
 from adapters.errors import AdapterError
 from proxy.context import Caller, Services
 from proxy.deferral.queue import deferral_of
@@ -42,17 +42,15 @@ async def flex(
     services: Services,
     ctx: LogContext,
     decision: Decision,
-    adapter: ChatAdapter,
+    send: Callable[[dict[str, Any]], Awaitable[Reply]],
     body: dict[str, Any],
-    passed: dict[str, str],
 ) -> Response:
-    """OpenAI's flex tier; when it has no capacity (429 ``resource_unavailable``, not
-    billed) the request still meets its deadline at the standard tier."""
+    """OpenAI's flex tier (chat or Responses: ``send`` posts a body); when it has no
+    capacity (429 ``resource_unavailable``, not billed) the request still meets its
+    deadline at the standard tier."""
     flex_body = {**body, "service_tier": "flex"}
     try:
-        return await complete(
-            services, ctx, decision, lambda: adapter.complete(flex_body, headers=passed)
-        )
+        return await complete(services, ctx, decision, lambda: send(flex_body))
     except UpstreamFailure as failure:
         if failure.code != FLEX_UNAVAILABLE:
             raise
@@ -62,7 +60,7 @@ async def flex(
         reason=decision.reason + "; flex capacity unavailable: sent at the standard tier",
     )
     ctx.lane, ctx.reason = fallback.lane.value, fallback.reason
-    return await complete(services, ctx, fallback, lambda: adapter.complete(body, headers=passed))
+    return await complete(services, ctx, fallback, lambda: send(body))
 
 
 async def defer(

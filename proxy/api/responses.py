@@ -7,6 +7,11 @@
     POST   /v1/responses/{id}/cancel
     GET    /v1/responses/{id}/input_items
 
+Providers without a Responses API (Gemini, DeepSeek, ...) are bridged through their chat
+translation (``adapters/responses_bridge.py``): the reply is built as a ``response`` and a
+stream as the Responses event sequence; what cannot be bridged is a 400 naming the field.
+A bridged response is not stored by any provider, so its id has no routes.
+
 Real time for providers that speak the API natively (``Capabilities.responses``): the
 request goes through untouched but for the upstream model, and the provider's objects and
 named SSE events come back as they are. Each id that the provider keeps is remembered
@@ -32,15 +37,16 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from adapters.base import Reply, ResponsesAdapter, ResponsesStreamReply
+from adapters import responses_bridge as bridge
+from adapters.base import Reply, ResponsesAdapter, ResponsesStreamReply, StreamReply
 from adapters.errors import AdapterError
 from adapters.registry import capabilities
-from proxy.api.dispatch import complete, plan_request, services_of
+from proxy.api.dispatch import complete, flex, plan_request, services_of
 from proxy.api.http_io import parse_json, read_body
 from proxy.context import Caller, Services
 from proxy.deferral.queue import TICKET_HEADER, deferral_of
 from proxy.errors import BadRequest, NotFound, UpstreamFailure, envelope
-from proxy.lanes.planner import Decision
+from proxy.lanes.planner import Decision, Lane
 from proxy.lanes.realtime import call_with_retries
 from proxy.ops import accounting
 from proxy.ops.log_context import LogContext
@@ -49,6 +55,7 @@ from proxy.store import tickets as store
 from proxy.store.jobs import Outcome, Ticket, TicketStatus
 
 ENDPOINT = "/v1/responses"
+CHAT = "/v1/chat/completions"
 # Deferred responses are tickets: their response id is this prefix + the ticket id.
 DEFERRED_PREFIX = "resp_"
 _TICKET_PREFIX = "tkt_"
@@ -75,36 +82,112 @@ async def create_response(request: Request, ctx: LogContext) -> Response:
         raise BadRequest("Missing required parameter: 'model'.", param="model")
     ctx.model = model
     ctx.stream = payload.get("stream") is True
-    decision = plan_request(services, ctx, request, caller, model, ENDPOINT, stream=ctx.stream)
-    adapter = _native(services, decision.provider, model)
+    config = services.settings.models.get(model)
+    kind = "" if config is None else services.settings.providers[config.provider].type
+    native = capabilities(kind).responses
+    # A bridged request is a chat request to its provider, planned as one (flex, batch).
+    endpoint = ENDPOINT if native else CHAT
+    decision = plan_request(services, ctx, request, caller, model, endpoint, stream=ctx.stream)
+    adapter = services.chat[decision.provider]
+    if not native:
+        return await _bridged(services, ctx, request, caller, payload, decision, kind)
+    if not isinstance(adapter, ResponsesAdapter):
+        raise BadRequest(f"The provider of `{model}` has no Responses API.", param="model")
     if decision.deferred:
-        return await _defer(services, ctx, request, caller, payload, decision)
+        return await _defer(services, ctx, request, caller, payload, decision, ENDPOINT)
     body: dict[str, Any] = payload
     body["model"] = decision.upstream_model
     keeps = body.get("store") is not False or body.get("background") is True
     if ctx.stream:
         return await _stream(services, ctx, decision, adapter, body, caller, keeps)
 
-    async def call() -> Reply:
-        reply = await adapter.respond(body, headers={})
+    async def send(sent: dict[str, Any]) -> Reply:
+        reply = await adapter.respond(sent, headers={})
         if keeps and reply.parsed is not None:
             await _remember(services, reply.parsed.get("id"), caller, decision.provider)
         return reply
 
+    if decision.lane is Lane.FLEX:
+        return await flex(services, ctx, decision, send, body)
+    return await complete(services, ctx, decision, lambda: send(body))
+
+
+async def _bridged(
+    services: Services,
+    ctx: LogContext,
+    request: Request,
+    caller: Caller,
+    payload: dict[str, Any],
+    decision: Decision,
+    kind: str,
+) -> Response:
+    """A provider without a Responses API: the request as chat, the reply as a response."""
+    try:
+        chat_body = bridge.to_chat(payload, provider=kind)
+    except AdapterError as error:
+        raise UpstreamFailure(error) from None
+    if decision.deferred:
+        return await _defer(services, ctx, request, caller, chat_body, decision, CHAT)
+    chat_body["model"] = decision.upstream_model
+    adapter = services.chat[decision.provider]
+    response_id = bridge.new_id("resp_")
+    if ctx.stream:
+        started = time.perf_counter()
+        try:
+            stream, ctx.attempts = await call_with_retries(
+                lambda: adapter.open_stream(chat_body, headers={}), services.settings.retry
+            )
+        except AdapterError as error:
+            raise UpstreamFailure(error) from None
+        created = int(services.clock.now())
+        bridged = BridgedStream(stream, payload, response_id=response_id, created=created)
+        return _relay(services, ctx, decision, bridged, started, None)
+
+    async def call() -> Reply:
+        reply = await adapter.complete(chat_body, headers={})
+        completion = reply.parsed if reply.parsed is not None else orjson.loads(reply.body)
+        response = bridge.to_response(completion, payload, response_id=response_id)
+        return Reply(orjson.dumps(response), reply.headers, parsed=response, notes=reply.notes)
+
     return await complete(services, ctx, decision, call)
 
 
-def _native(services: Services, provider: str, model: str) -> ResponsesAdapter:
-    adapter = services.chat[provider]
-    kind = services.settings.providers[provider].type
-    if not capabilities(kind).responses or not isinstance(adapter, ResponsesAdapter):
-        raise BadRequest(
-            f"The model `{model}` is served by a {kind} provider, which has no Responses "
-            "API; call it through /v1/chat/completions.",
-            param="model",
-            code="unsupported_model",
-        )
-    return adapter
+class BridgedStream:
+    """A chat stream seen as a Responses stream (``ResponsesStreamReply``)."""
+
+    def __init__(
+        self, stream: StreamReply, request: dict[str, Any], *, response_id: str, created: int
+    ) -> None:
+        self._stream = stream
+        self._bridge = bridge.StreamBridge(request, response_id=response_id, created=created)
+        self.headers = stream.headers
+        self.notes = stream.notes
+
+    async def events(self) -> AsyncIterator[tuple[dict[str, Any], bytes]]:
+        for event in self._bridge.start():
+            yield event, _frame(event)
+        async for raw in self._stream.events():
+            payload = raw[len(b"data: ") :].strip()
+            if payload == b"[DONE]":
+                break
+            chunk = orjson.loads(payload)
+            if isinstance(chunk, dict) and "error" in chunk:
+                # An adapter's in-band failure: the production shape of a Responses error.
+                error = {"type": "error", "error": chunk["error"]}
+                yield error, _frame(error)
+                return
+            for event in self._bridge.feed(chunk):
+                yield event, _frame(event)
+        for event in self._bridge.finish():
+            yield event, _frame(event)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+def _frame(event: dict[str, Any]) -> bytes:
+    kind = str(event.get("type", ""))
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
 async def _remember(services: Services, response_id: Any, caller: Caller, provider: str) -> None:
@@ -216,13 +299,16 @@ async def _defer(
     caller: Caller,
     payload: dict[str, Any],
     decision: Decision,
+    endpoint: str,
 ) -> Response:
+    """Commit the ticket (a chat ticket for a bridged provider) and answer as OpenAI's
+    background mode does."""
     # The ticket is the background job: the provider's batch lines take no background flag.
     body = {k: v for k, v in payload.items() if k != "background"}
     ticket, replayed = await deferral_of(services).commit(
         services,
         caller,
-        endpoint=ENDPOINT,
+        endpoint=endpoint,
         model=str(payload["model"]),
         body=body,
         decision=decision,
@@ -246,6 +332,8 @@ def deferred_object(ticket: Ticket, request: dict[str, Any]) -> dict[str, Any]:
     response_id = DEFERRED_PREFIX + ticket.id
     if ticket.status is TicketStatus.COMPLETED and ticket.result is not None:
         done = orjson.loads(ticket.result)
+        if isinstance(done, dict) and ticket.endpoint == CHAT:
+            done = bridge.to_response(done, request, response_id=response_id)
         if isinstance(done, dict):
             done["id"] = response_id
             done["background"] = True
@@ -339,7 +427,29 @@ async def list_input_items(request: Request, ctx: LogContext) -> Response:
         return await _forward(request, ctx, "GET", response_id, "/input_items")
     body = await store.body_owned(services.db, ticket.id, request.state.caller.name)
     request_body = orjson.loads(body) if body else {}
+    if ticket.endpoint == CHAT:  # a bridged request was stored as chat messages
+        request_body = {"input": _items_of(request_body.get("messages") or [])}
     return _json(input_item_list(request_body, request.query_params))
+
+
+def _items_of(messages: list[Any]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for message in messages:
+        if not isinstance(message, dict) or message.get("role") == "system":
+            continue  # instructions are not input items
+        if message.get("role") == "tool":
+            items.append({"type": "function_call_output", "call_id": message.get("tool_call_id"),
+                          "output": message.get("content")})  # fmt: skip
+        elif message.get("tool_calls"):
+            for call in message["tool_calls"]:
+                function = call.get("function") or {}
+                items.append({"type": "function_call", "call_id": call.get("id"),
+                              "name": function.get("name"),
+                              "arguments": function.get("arguments")})  # fmt: skip
+        else:
+            items.append({"type": "message", "role": message.get("role"),
+                          "content": message.get("content")})  # fmt: skip
+    return items
 
 
 def input_item_list(body: dict[str, Any], query: Any) -> dict[str, Any]:

@@ -46,8 +46,9 @@ async def run(args: argparse.Namespace) -> int:
             base_url=proxy_url, timeout=60, headers={"authorization": f"Bearer {DEMO_KEY}"}
         ) as client:
             await _realtime_workload(client, args.requests)
-            await _deferred_workload(client, args.deferred)
+            deferred_response = await _deferred_workload(client, args.deferred)
             await _gemini_workload(client, args.gemini)
+            await _responses_workload(client, deferred_response)
         services = app.state.services
         await services.routelog.flush()
         rows = await recent_routes(services.db, limit=1000)
@@ -95,7 +96,7 @@ async def _realtime_workload(client: httpx.AsyncClient, count: int) -> None:
     print()
 
 
-async def _deferred_workload(client: httpx.AsyncClient, count: int) -> None:
+async def _deferred_workload(client: httpx.AsyncClient, count: int) -> str:
     print("2. Deferred calls (X-Latency-Tolerance: 4h): queued, answered 202 with a ticket,")
     print("   sent through each provider's batch API at half price (one OpenAI batch job, one")
     print("   Gemini Batch Mode job: one interface), fetched by ticket")
@@ -123,6 +124,19 @@ async def _deferred_workload(client: httpx.AsyncClient, count: int) -> None:
     queued = ", ".join(f"{len(ids)} x {model}" for model, ids in tickets.items())
     print(f"   {queued} queued, e.g. {first} (Location: /v1/tickets/{first})")
     print(f"   the same Idempotency-Key again returns the same ticket: {replay.json()['id']}")
+    # A Responses API call deferred the SDK's own way: background + a tolerance.
+    deferred = await client.post(
+        "/v1/responses",
+        headers={"x-latency-tolerance": "4h"},
+        json={
+            "model": "gpt-4o-mini",
+            "input": "Draft a one-line release note.",
+            "background": True,
+        },
+    )
+    deferred.raise_for_status()
+    response_id = str(deferred.json()["id"])
+    print(f"   1 Responses call deferred too: {response_id} is {deferred.json()['status']!r}")
     flush = await client.post("/admin/flush", headers={"authorization": f"Bearer {ADMIN_KEY}"})
     flush.raise_for_status()
     print(f"   POST /admin/flush (admin key): batches {flush.json()['batches']}")
@@ -137,6 +151,7 @@ async def _deferred_workload(client: httpx.AsyncClient, count: int) -> None:
             f"{time.monotonic() - started:.1f} s"
         )
     print()
+    return response_id
 
 
 async def _gemini_workload(client: httpx.AsyncClient, count: int) -> None:
@@ -161,6 +176,27 @@ async def _gemini_workload(client: httpx.AsyncClient, count: int) -> None:
         cached.append(int(details.get("cached_tokens") or 0))
     print(f"   lanes: {', '.join(lanes)}")
     print(f"   cached prompt tokens per call: {cached}")
+    print()
+
+
+async def _responses_workload(client: httpx.AsyncClient, deferred_id: str) -> None:
+    print("4. The Responses API (client.responses.create): passed through to OpenAI, bridged")
+    print("   through the chat translation for Gemini, and deferred as a background response")
+    for model in ("gpt-4o-mini", "gemini-2.5-flash"):
+        response = await client.post(
+            "/v1/responses", json={"model": model, "input": "Name one prime number."}
+        )
+        response.raise_for_status()
+        body = response.json()
+        print(f"   {model}: status {body['status']!r}, {body['usage']['total_tokens']} tokens,"
+              f" lane {response.headers['x-costroute-lane']}")  # fmt: skip
+    deadline = time.monotonic() + 60
+    while True:
+        body = (await client.get(f"/v1/responses/{deferred_id}")).json()
+        if body["status"] not in ("queued", "in_progress") or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    print(f"   GET /v1/responses/{deferred_id}: {body['status']!r} (through the batch job)")
     print()
 
 

@@ -26,6 +26,8 @@ from proxy.durations import format_duration
 from proxy.settings import Settings
 
 CHAT = "/v1/chat/completions"
+# OpenAI serves the flex tier on both (``service_tier: "flex"``).
+FLEX_ENDPOINTS = frozenset({CHAT, "/v1/responses"})
 
 
 class Lane(StrEnum):
@@ -114,7 +116,7 @@ def plan(
             )
         why_not.append("no cheaper price window before the deadline")
 
-    if config.flex and capabilities(provider.type).flex and endpoint == CHAT:
+    if config.flex and capabilities(provider.type).flex and endpoint in FLEX_ENDPOINTS:
         if tolerance >= batch.flex_min_tolerance:
             return Decision(
                 Lane.FLEX,

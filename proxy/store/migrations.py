@@ -208,4 +208,50 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        # costroute's own Files and Batch API: uploaded and result files (bytes on disk,
+        # under [files] dir), and user batches whose lines are ordinary tickets.
+        "0007_user_files_batches",
+        """
+        CREATE TABLE files (
+            id TEXT PRIMARY KEY,
+            key_name TEXT NOT NULL,
+            purpose TEXT NOT NULL,
+            filename TEXT NOT NULL,
+            bytes INTEGER NOT NULL,
+            created_ms INTEGER NOT NULL,
+            expires_ms INTEGER,
+            deleted INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX files_owner ON files(key_name, created_ms);
+        CREATE TABLE user_batches (
+            id TEXT PRIMARY KEY,
+            key_name TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            model TEXT,
+            input_file_id TEXT NOT NULL,
+            completion_window TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created_ms INTEGER NOT NULL,
+            expires_ms INTEGER NOT NULL,
+            times TEXT NOT NULL DEFAULT '{}',
+            output_file_id TEXT,
+            error_file_id TEXT,
+            errors TEXT,
+            metadata TEXT,
+            output_expires_s INTEGER,
+            total INTEGER NOT NULL DEFAULT 0,
+            usage TEXT
+        );
+        CREATE INDEX user_batches_owner ON user_batches(key_name, created_ms);
+        CREATE TABLE user_batch_lines (
+            batch_id TEXT NOT NULL,
+            line INTEGER NOT NULL,
+            custom_id TEXT NOT NULL,
+            ticket_id TEXT NOT NULL,
+            PRIMARY KEY (batch_id, line)
+        );
+        CREATE INDEX user_batch_lines_ticket ON user_batch_lines(ticket_id);
+        """,
+    ),
 ]

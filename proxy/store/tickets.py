@@ -352,23 +352,30 @@ async def escalate_due(
         ) as cursor:
             late = [row[0] for row in await cursor.fetchall()]
         async with conn.execute(
-            "SELECT id FROM tickets WHERE status = 'queued' AND lane = 'offpeak' "
+            # Off-peak tickets once their window opens; queued real-time tickets (lines of
+            # a user batch whose model has no cheaper lane) at once.
+            "SELECT id, lane FROM tickets WHERE status = 'queued' "
+            "AND lane IN ('offpeak', 'realtime') "
             "AND not_before_ms <= ? ORDER BY not_before_ms LIMIT ?",
             (now_ms, limit),
         ) as cursor:
-            released = [row[0] for row in await cursor.fetchall() if row[0] not in late]
+            due = [(row[0], row[1]) for row in await cursor.fetchall() if row[0] not in late]
         guard = "deadline guard: deadline within margin, sent in real time"
         for old in (TicketStatus.QUEUED, TicketStatus.SUBMITTED):
             for ticket in await move(
                 conn, late, old, TicketStatus.REALTIME, now_ms=now_ms, detail=guard, lane="realtime"
             ):
                 moved.append((ticket, guard))
-        window = "price window opened: sent directly"
-        for ticket in await move(
-            conn, released, TicketStatus.QUEUED, TicketStatus.REALTIME, now_ms=now_ms,
-            detail=window,
-        ):  # fmt: skip
-            moved.append((ticket, window))
+        for lane, detail in (
+            ("offpeak", "price window opened: sent directly"),
+            ("realtime", "no cheaper lane before the deadline: sent directly"),
+        ):
+            released = [ticket_id for ticket_id, its in due if its == lane]
+            for ticket in await move(
+                conn, released, TicketStatus.QUEUED, TicketStatus.REALTIME, now_ms=now_ms,
+                detail=detail,
+            ):  # fmt: skip
+                moved.append((ticket, detail))
     return moved
 
 

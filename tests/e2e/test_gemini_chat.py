@@ -16,6 +16,7 @@ import httpx
 import pytest
 from openai.types import CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.responses import Response
 
 from tests.e2e.gemini_stack import (
     EMBEDDING,
@@ -478,3 +479,27 @@ def _without_extra_content(body: dict[str, Any]) -> dict[str, Any]:
         for call in choice["message"].get("tool_calls") or []:
             call.pop("extra_content", None)
     return body
+
+
+def test_the_responses_api_is_bridged_to_gemini(gem: GeminiStack) -> None:
+    """``client.responses`` for a Gemini model: the chat translation, the reply as a strict
+    ``response`` object and the stream as the Responses event sequence."""
+    raw = gem.client().responses.with_raw_response.create(
+        model=FLASH, input="What is the capital of France?", instructions="Answer briefly."
+    )
+    response = strict(Response, raw.http_response.json())
+    assert response.status == "completed"
+    assert response.output_text
+    assert response.usage is not None
+    assert response.usage.input_tokens > 0
+    with gem.http() as client:
+        body = {"model": FLASH, "input": "Count to three.", "stream": True}
+        reply = client.post("/v1/responses", json=body)
+    blocks = reply.text.strip().split("\n\n")
+    events = [json.loads(block.split("\n")[1].removeprefix("data: ")) for block in blocks]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert events[0]["type"] == "response.created"
+    assert events[-1]["type"] == "response.completed"
+    final = strict(Response, events[-1]["response"])
+    deltas = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert deltas == final.output_text

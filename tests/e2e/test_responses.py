@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from adapters.clock import ManualClock
 from adapters.emulators.openai.batch.emulator import BatchEmulatorConfig
+from adapters.emulators.openai.errors import flex_unavailable_fault
 from adapters.emulators.openai.server import OpenAIEmulatorConfig
 from adapters.emulators.openai.server import create_app as openai_emulator
 from proxy.app import create_app
@@ -79,6 +80,8 @@ def s(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             },
             "models": {
                 "gpt-4o-mini": {"provider": "openai"},
+                "flex-mini": {"provider": "openai", "upstream_model": "gpt-4o-mini",
+                              "flex": True},
                 "deepseek-flash": {"provider": "deepseek"},
             },
             "batch": {"poll_interval": "1s", "flush_interval": "1s"},
@@ -270,9 +273,65 @@ def test_a_deferred_response_can_be_cancelled_and_deleted(s: Stack) -> None:
         s.sdk().responses.retrieve(queued.id)
 
 
+def test_a_provider_without_a_responses_api_is_bridged_through_chat(s: Stack) -> None:
+    raw = s.sdk().responses.with_raw_response.create(
+        model="deepseek-flash", input="Say hi", instructions="Be brief.", max_output_tokens=200
+    )
+    response = strict(Response, raw.http_response.json())
+    assert response.status == "completed"
+    assert response.output_text
+    assert response.usage is not None
+    row = _row(s, raw.headers["x-request-id"])
+    assert (row["provider"], row["endpoint"]) == ("deepseek", "/v1/responses")
+    assert row["prompt_tokens"] == response.usage.input_tokens
+    with s.sdk().responses.stream(model="deepseek-flash", input="Stream it") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    assert events[0].type == "response.created"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == final.output_text
+    with s.http() as client:
+        body = {"model": "deepseek-flash", "input": "Raw", "stream": True}
+        raw_events = client.post("/v1/responses", json=body).text.strip().split("\n\n")
+    last = json.loads(raw_events[-1].split("\n")[1].removeprefix("data: "))
+    assert last["type"] == "response.completed"
+    strict(Response, last["response"])
+
+
+def test_a_bridged_function_call_round_trip(s: Stack) -> None:
+    tool = {"type": "function", "name": "lookup", "strict": True,
+            "parameters": {"type": "object", "properties": {"q": {"type": "string"}},
+                           "required": ["q"], "additionalProperties": False}}  # fmt: skip
+    first = s.sdk().responses.create(model="deepseek-flash", input="Look it up", tools=[tool])
+    call = first.output[0]
+    assert call.type == "function_call"
+    assert "q" in json.loads(call.arguments)
+    second = s.sdk().responses.create(
+        model="deepseek-flash",
+        tools=[tool],
+        input=[
+            {"role": "user", "content": "Look it up"},
+            {"type": "function_call", "call_id": call.call_id, "name": call.name,
+             "arguments": call.arguments},
+            {"type": "function_call_output", "call_id": call.call_id, "output": "42"},
+        ],
+    )  # fmt: skip
+    assert second.output[0].type == "message"
+
+
+def test_what_cannot_be_bridged_is_a_400_naming_the_field(s: Stack) -> None:
+    with pytest.raises(openai.BadRequestError) as search:
+        s.sdk().responses.create(model="deepseek-flash", input="hi", tools=[{"type": "web_search"}])
+    assert search.value.param == "tools[0]"
+    with pytest.raises(openai.BadRequestError) as state:
+        s.sdk().responses.create(
+            model="deepseek-flash", input="hi", previous_response_id="resp_abc"
+        )
+    assert state.value.param == "previous_response_id"
+
+
 def test_what_cannot_be_served_is_a_clear_400(s: Stack) -> None:
-    with pytest.raises(openai.BadRequestError, match="deepseek"):
-        s.sdk().responses.create(model="deepseek-flash", input="hi")
     with pytest.raises(openai.BadRequestError, match="X-Latency-Tolerance"):
         s.sdk().responses.create(model="gpt-4o-mini", input="hi", stream=True, extra_headers=LATER)
     with pytest.raises(openai.BadRequestError, match="model"):
@@ -281,3 +340,54 @@ def test_what_cannot_be_served_is_a_clear_400(s: Stack) -> None:
         reply = client.post("/v1/responses", json={"input": "no model"})
     assert reply.status_code == 400
     assert reply.json()["error"]["param"] == "model"
+
+
+def test_upstream_errors_are_retried_then_surface_as_the_sdks_exceptions(s: Stack) -> None:
+    faults = s.emulator.app.state.faults
+    faults.add(status=429, path="/v1/responses", times=1, retry_after=0)
+    ok = s.sdk().responses.create(model="gpt-4o-mini", input="retried once")
+    assert ok.status == "completed"  # the 429 was retried by costroute's policy
+    faults.add(status=429, path="/v1/responses", times=5, retry_after=0)
+    with pytest.raises(openai.RateLimitError):
+        s.sdk().responses.create(model="gpt-4o-mini", input="still limited")
+    faults.clear()
+    faults.add(status=500, path="/v1/responses", times=5)
+    with pytest.raises(openai.InternalServerError):
+        s.sdk().responses.create(model="gpt-4o-mini", input="broken")
+    faults.clear()
+
+
+def test_a_stored_stream_is_resumed_after_a_cursor_through_costroute(s: Stack) -> None:
+    created = s.sdk().responses.create(model="gpt-4o-mini", input="Replay me")
+    with s.http() as client:
+        reply = client.get(
+            f"/v1/responses/{created.id}", params={"stream": "true", "starting_after": 2}
+        )
+        other = httpx.get(
+            f"{s.proxy.url}/v1/responses/{created.id}",
+            params={"stream": "true"},
+            headers={"authorization": f"Bearer {TEAM_B}"},
+        )
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(b.split("\n")[1][6:]) for b in reply.text.strip().split("\n\n")]
+    assert events[0]["sequence_number"] == 3
+    assert events[-1]["type"] == "response.completed"
+    assert other.status_code == 404
+
+
+def test_a_short_tolerance_on_a_flex_model_takes_the_flex_tier_then_falls_back(s: Stack) -> None:
+    soon = {"X-Latency-Tolerance": "5m"}
+    raw = s.sdk().responses.with_raw_response.create(
+        model="flex-mini", input="Cheap please", extra_headers=soon
+    )
+    assert raw.headers["x-costroute-lane"] == "flex"
+    assert strict(Response, raw.http_response.json()).service_tier == "flex"
+    row = _row(s, raw.headers["x-request-id"])
+    assert row["cost_usd"] == pytest.approx(row["baseline_usd"] / 2)
+    s.emulator.app.state.faults.add(flex_unavailable_fault(path="/responses", times=2))
+    raw = s.sdk().responses.with_raw_response.create(
+        model="flex-mini", input="Busy", extra_headers=soon
+    )
+    assert raw.headers["x-costroute-lane"] == "realtime"
+    assert "flex capacity unavailable" in _row(s, raw.headers["x-request-id"])["reason"]
+    s.emulator.app.state.faults.clear()

@@ -31,7 +31,7 @@ PROXY_SIDEWAYS = {("proxy.auth", "proxy.context"), ("proxy.__main__", "proxy.cli
 # adapter (they must not agree with it by sharing its code), and nothing imports them.
 ADAPTER_FLOORS: list[tuple[str, ...]] = [
     ("adapters.errors", "adapters.clock"),
-    ("adapters.wire", "adapters.http", "adapters.base"),
+    ("adapters.wire", "adapters.http", "adapters.base", "adapters.responses_bridge"),
     ("adapters.parts",),  # what a provider is built from and into
     ("adapters.openai", "adapters.gemini"),
     ("adapters.deepseek",),  # OpenAI's wire format with DeepSeek's differences
