@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import uvicorn
 
 from proxy.cli.format import format_routes
@@ -49,6 +50,7 @@ async def run(args: argparse.Namespace) -> int:
             deferred_response = await _deferred_workload(client, args.deferred)
             await _gemini_workload(client, args.gemini)
             await _responses_workload(client, deferred_response)
+            await _batch_file_workload(client)
         services = app.state.services
         await services.routelog.flush()
         rows = await recent_routes(services.db, limit=1000)
@@ -200,6 +202,50 @@ async def _responses_workload(client: httpx.AsyncClient, deferred_id: str) -> No
     print()
 
 
+async def _batch_file_workload(client: httpx.AsyncClient) -> None:
+    print("5. A Batch API file (client.files.create + client.batches.create) mixing three")
+    print("   providers, which OpenAI itself refuses: costroute runs every line on its queue")
+    lines = [
+        (f"q{i}", model, f"Classify ticket {i}: refund, bug or question?")
+        for i, model in enumerate(["gpt-4o-mini"] * 3 + ["gemini-2.5-flash"] * 2
+                                  + ["deepseek-flash"] * 2)
+    ]  # fmt: skip
+    jsonl = b"".join(
+        orjson.dumps({"custom_id": cid, "method": "POST", "url": "/v1/chat/completions",
+                      "body": {"model": model, "messages": [{"role": "user", "content": q}]}})
+        + b"\n"
+        for cid, model, q in lines
+    )  # fmt: skip
+    uploaded = await client.post(
+        "/v1/files", files={"file": ("demo.jsonl", jsonl)}, data={"purpose": "batch"}
+    )
+    uploaded.raise_for_status()
+    created = await client.post("/v1/batches", json={
+        "input_file_id": uploaded.json()["id"], "endpoint": "/v1/chat/completions",
+        "completion_window": "24h"})  # fmt: skip
+    created.raise_for_status()
+    batch_id = created.json()["id"]
+    print(f"   {batch_id}: {created.json()['request_counts']['total']} lines, "
+          f"status {created.json()['status']!r}")  # fmt: skip
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    deadline = time.monotonic() + 90
+    while True:
+        await client.post("/admin/flush", headers=admin)
+        batch = (await client.get(f"/v1/batches/{batch_id}")).json()
+        if batch["status"] not in ("in_progress", "finalizing") or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    counts = batch["request_counts"]
+    print(f"   {batch['status']!r}: {counts['completed']} completed, {counts['failed']} failed,"
+          f" {batch['usage']['total_tokens'] if batch['usage'] else 0} tokens")  # fmt: skip
+    if batch.get("output_file_id"):
+        output = (await client.get(f"/v1/files/{batch['output_file_id']}/content")).content
+        first = orjson.loads(output.splitlines()[0])
+        print(f"   output file {batch['output_file_id']}: {len(output.splitlines())} lines, e.g."
+              f" {first['custom_id']} -> {first['response']['body']['model']}")  # fmt: skip
+    print()
+
+
 LONG_SYSTEM_PROMPT = "You are the contracts assistant of a logistics company. " + " ".join(
     f"Clause {n}: deliveries of category {n % 7} are insured up to {1000 + 37 * n} euros "
     f"and must be signed for within {n % 5 + 1} days."
@@ -263,7 +309,7 @@ DEMO_ENV = {
 
 @contextlib.asynccontextmanager
 async def _demo_stack(workdir: Path) -> AsyncIterator[tuple[str, Any]]:
-    from adapters.emulators.gemini.config import GeminiEmulatorConfig
+    from adapters.emulators.gemini.server import GeminiEmulatorConfig
     from adapters.emulators.gemini.server import create_app as gemini_emulator
     from adapters.emulators.openai.batch.emulator import BatchEmulatorConfig
     from adapters.emulators.openai.server import OpenAIEmulatorConfig
@@ -280,6 +326,7 @@ async def _demo_stack(workdir: Path) -> AsyncIterator[tuple[str, Any]]:
             OpenAIEmulatorConfig(flavour="openai"), batch_config=fast_batches
         ),
         "deepseek": openai_emulator(OpenAIEmulatorConfig(flavour="deepseek")),
+        # Batches that finish in seconds, not Gemini's minutes, so the demo is quick.
         "gemini": gemini_emulator(
             GeminiEmulatorConfig(batch_start_after=0.5, batch_complete_after=2.0)
         ),

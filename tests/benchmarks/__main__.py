@@ -149,6 +149,11 @@ async def run(state: Run, parts: set[str]) -> int:
         )
         state.rows += report.batch_rows(batch)
         state.raw["batch"] = batch
+        user_batch = await asyncio.to_thread(
+            deferred.user_batch_api, lines=args.batch_tickets, progress=say
+        )
+        state.rows += report.user_batch_rows(user_batch)
+        state.raw["user_batch"] = user_batch
     _finish(state, machine, time.time() - started)
     return 0
 

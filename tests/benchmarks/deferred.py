@@ -127,6 +127,23 @@ def batch_flush_ingest(
     return result
 
 
+def user_batch_api(*, lines: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    """costroute's own Batch API at full size, in a fresh process (tests.benchmarks.userbatch)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.benchmarks.userbatch", "--lines", str(lines)],
+        cwd=REPO, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"userbatch failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = orjson.loads(done.stdout.strip().splitlines()[-1])
+    progress(
+        f"[batch api] {result['lines']} lines ({result['input_mb']} MB) validated and queued in "
+        f"{result['create_s']:.2f} s, RSS +{result['create_growth_mb']:.0f} MB; output written "
+        f"in {result['finalize_s']:.2f} s, downloaded in {result['download_s']:.2f} s"
+    )
+    return result
+
+
 def _batchwork(args: list[str]) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-m", "tests.benchmarks.batchwork", *args],

@@ -28,7 +28,8 @@ def test_demo_runs_every_lane_and_ends_with_the_savings_report() -> None:
         line for line in out.splitlines()
         if "gemini-2.5-flash" in line and " batch " in line and "batch line succeeded" in line
     ]  # fmt: skip
-    assert len(gemini_batch) == 2
+    # The two deferred chat calls, plus the Gemini lines of the demo's Batch API file.
+    assert len(gemini_batch) >= 2
     for line in gemini_batch:
         cost, saved = line.split()[-5:-3]
         assert float(saved) > 0
