@@ -93,6 +93,21 @@ class ResponsesAdapter(Protocol):
     ) -> Reply | ResponsesStreamReply: ...
 
 
+@runtime_checkable
+class PassthroughAdapter(Protocol):
+    """A provider whose stateless endpoints (moderations, images, audio, legacy
+    completions) costroute forwards as they are, under the provider's key."""
+
+    async def forward(
+        self,
+        path: str,
+        body: bytes | AsyncIterable[bytes],
+        *,
+        content_type: str,
+        accept: str | None = None,
+    ) -> Any: ...
+
+
 class BatchStatus(StrEnum):
     """The shared status vocabulary (OpenAI's batch states); every lane maps its
     provider's states onto it:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from typing import Protocol, TypedDict
 
 import aiohttp
@@ -75,9 +75,14 @@ class Upstream(Protocol):
         ...
 
     async def send(
-        self, method: str, path: str, content: bytes | None, headers: Mapping[str, str]
+        self,
+        method: str,
+        path: str,
+        content: bytes | AsyncIterable[bytes] | None,
+        headers: Mapping[str, str],
     ) -> UpstreamResponse:
-        """Any other request (GET, DELETE, a bodiless POST) to ``base_url + path``."""
+        """Any other request to ``base_url + path``; a body given as an async iterable is
+        streamed (chunked) as it is read."""
         ...
 
     async def aclose(self) -> None: ...
@@ -169,7 +174,11 @@ class AiohttpUpstream:
         return AiohttpResponse(response)
 
     async def send(
-        self, method: str, path: str, content: bytes | None, headers: Mapping[str, str]
+        self,
+        method: str,
+        path: str,
+        content: bytes | AsyncIterable[bytes] | None,
+        headers: Mapping[str, str],
     ) -> AiohttpResponse:
         session = self._session or self._open_session()
         try:
@@ -270,7 +279,11 @@ class HttpxUpstream:
         return HttpxResponse(response)
 
     async def send(
-        self, method: str, path: str, content: bytes | None, headers: Mapping[str, str]
+        self,
+        method: str,
+        path: str,
+        content: bytes | AsyncIterable[bytes] | None,
+        headers: Mapping[str, str],
     ) -> HttpxResponse:
         request = self.client.build_request(
             method, self.base_url + path, content=content, headers=headers

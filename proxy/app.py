@@ -27,7 +27,7 @@ from adapters.clock import Clock, SystemClock
 from adapters.http import PoolOptions
 from adapters.parts import CacheSettings, ModelFacts, ModelPrices, ProviderConfig, ProviderParts
 from adapters.upkeep import Upkeep
-from proxy.api import batches, chat, embeddings, files, health, models, responses
+from proxy.api import batches, chat, embeddings, files, health, models, passthrough, responses
 from proxy.api.admin import admin_routes
 from proxy.api.gc_tuning import tune_for_serving
 from proxy.api.openapi import document as openapi
@@ -109,7 +109,7 @@ def create_app(
             await db.close()
 
     app = Starlette(
-        routes=_routes(),
+        routes=[*_routes(), *_passthrough_routes(settings)],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_exception, Exception: _unexpected},
         middleware=[Middleware(HeaderLimit, max_bytes=settings.server.max_header_bytes)],
@@ -327,6 +327,23 @@ def _response_routes() -> list[BaseRoute]:
             methods=["GET"],
         ),
     ]
+
+
+def _passthrough_routes(settings: Settings) -> list[BaseRoute]:
+    """The allowed stateless endpoints, forwarded as they are; the stateful ones refused
+    with a 404 that says why (any method, any sub-path)."""
+    routes: list[BaseRoute] = [
+        Route(path, _endpoint(path, passthrough.forward), methods=["POST"])
+        for path in settings.passthrough.allow
+    ]
+    methods = ["GET", "POST", "DELETE", "PUT", "PATCH"]
+    for prefix in passthrough.STATEFUL:
+        refuse = _endpoint(prefix, passthrough.forward, log_route=False)
+        routes += [
+            Route(prefix, refuse, methods=methods),
+            Route(prefix + "/{rest:path}", refuse, methods=methods),
+        ]
+    return routes
 
 
 def _file_and_batch_routes() -> list[BaseRoute]:

@@ -83,6 +83,23 @@ class FilesSettings(_Strict):
         return Path(store.path).resolve().parent / "files"
 
 
+class PassthroughSettings(_Strict):
+    """The stateless rest of OpenAI's API, forwarded to a provider as it is."""
+
+    allow: list[str] = Field(
+        default_factory=lambda: [
+            "/v1/completions", "/v1/moderations", "/v1/images/generations",
+            "/v1/images/edits", "/v1/images/variations", "/v1/audio/speech",
+            "/v1/audio/transcriptions", "/v1/audio/translations",
+        ]
+    )  # fmt: skip
+    # Where a request goes whose model is not configured here, and every multipart upload
+    # (whose model is inside the stream): a provider name, or none (400).
+    default_provider: str | None = None
+    # Request bodies above this get 413 (OpenAI's audio uploads stop at 25 MB).
+    max_bytes: int = Field(25 * 1000 * 1000, gt=0)
+
+
 class AuthKey(_Strict):
     name: str = Field(min_length=1, max_length=64)
     key_env: str = Field(min_length=1)
@@ -245,6 +262,7 @@ class Settings(_Strict):
     pricing: PricingSettings = Field(default_factory=PricingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     files: FilesSettings = Field(default_factory=FilesSettings)
+    passthrough: PassthroughSettings = Field(default_factory=PassthroughSettings)
 
     @model_validator(mode="after")
     def _models_name_known_providers(self) -> Settings:
@@ -255,6 +273,13 @@ class Settings(_Strict):
                     f"models.{name}.provider: unknown provider {model.provider!r} "
                     f"(configured: {known})"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _passthrough_provider_is_known(self) -> Settings:
+        name = self.passthrough.default_provider
+        if name is not None and name not in self.providers:
+            raise ValueError(f"passthrough.default_provider: unknown provider {name!r}")
         return self
 
     def upstream_model(self, model: str) -> str:

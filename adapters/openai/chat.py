@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -106,6 +106,23 @@ class OpenAIAdapter:
                 raise status_error(response.status, content, response.headers)
             return _json_reply(content, response.headers)
         return ResponsesStream(response, max_event_bytes=self._max_response_bytes)
+
+    # --- the stateless rest of the API, forwarded as is ---------------------------------
+
+    async def forward(
+        self,
+        path: str,
+        body: bytes | AsyncIterable[bytes],
+        *,
+        content_type: str,
+        accept: str | None = None,
+    ) -> UpstreamResponse:
+        """``POST path`` with the caller's body (streamed when it is an iterable) under the
+        provider's key; the provider's answer, open, for the caller to stream back."""
+        headers = {**self._json_headers, "content-type": content_type}
+        if accept:
+            headers["accept"] = accept
+        return await self._upstream.send("POST", path, body, headers)
 
     async def _post_json(self, path: str, body: dict[str, Any]) -> Reply:
         read_timeout = None

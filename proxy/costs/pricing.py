@@ -84,7 +84,8 @@ __all__ = [
     "window_multiplier",
 ]
 
-LANES = frozenset({"realtime", "flex", "batch", "offpeak"})
+# "passthrough": the stateless rest of the API forwarded as is, priced as real time.
+LANES = frozenset({"realtime", "flex", "batch", "offpeak", "passthrough"})
 _PRICE_FIELDS = ("input", "cached_input", "output")
 _SOURCED = frozenset({*_PRICE_FIELDS, "cache_storage_per_hour", "batch_discount", "flex_discount"})
 _DEFAULTS: dict[str, Any] = {

@@ -10,6 +10,8 @@ answer. Routes (providers.md §1, §4):
     POST /v1/embeddings            OpenAI only
     GET  /v1/models, /v1/models/{id}
     /v1/responses*                 OpenAI only, from ``responses.ResponsesEmulator``
+    /v1/completions, /v1/moderations, /v1/images/{generations,edits},
+    /v1/audio/{speech,transcriptions,translations}   OpenAI only, from ``extras.py``
     /v1/files*, /v1/batches*       OpenAI only, from ``openai_batches.BatchEmulator``
     /chat/completions, /models     DeepSeek also serves these without ``/v1``
     /_emulator/*                   test control, see ``control.py``
@@ -41,6 +43,7 @@ from starlette.routing import BaseRoute, Route
 from adapters.clock import Clock, SystemClock
 from adapters.emulators.control import RequestLog, control_routes
 from adapters.emulators.faults import Fault, FaultPlan
+from adapters.emulators.openai import extras
 from adapters.emulators.openai.chat import ChatEngine, random_id
 from adapters.emulators.openai.config import OpenAIEmulatorConfig
 from adapters.emulators.openai.embeddings import embed
@@ -141,6 +144,13 @@ class OpenAIEmulator:
                 ("/responses/{response_id}", self.delete_response, "DELETE"),
                 ("/responses/{response_id}/cancel", self.cancel_response, "POST"),
                 ("/responses/{response_id}/input_items", self.response_input_items, "GET"),
+                ("/completions", self.legacy_completion, "POST"),
+                ("/moderations", self.moderation, "POST"),
+                ("/images/generations", self.image_generation, "POST"),
+                ("/images/edits", self.image_edit, "POST"),
+                ("/audio/speech", self.speech, "POST"),
+                ("/audio/transcriptions", self.transcription, "POST"),
+                ("/audio/translations", self.transcription, "POST"),
             ]
         prefixes = ("/v1", "") if self.config.is_deepseek else ("/v1",)
         routes: list[BaseRoute] = list(control_routes())
@@ -314,6 +324,26 @@ class OpenAIEmulator:
             fault=fault,
             error=error,
         )
+
+    # --- the rest of the stateless API (extras.py) --------------------------------------
+
+    async def legacy_completion(self, request: Request, incoming: Incoming) -> Response:
+        return json_response(extras.completion(incoming.json))
+
+    async def moderation(self, request: Request, incoming: Incoming) -> Response:
+        return json_response(extras.moderation(incoming.json))
+
+    async def image_generation(self, request: Request, incoming: Incoming) -> Response:
+        return json_response(extras.images(incoming.json))
+
+    async def image_edit(self, request: Request, incoming: Incoming) -> Response:
+        return json_response(await extras.image_edit(request))
+
+    async def speech(self, request: Request, incoming: Incoming) -> Response:
+        return extras.speech(incoming.json)
+
+    async def transcription(self, request: Request, incoming: Incoming) -> Response:
+        return json_response(await extras.transcription(request))
 
     def _visible(self) -> list[str]:
         now = self.clock.now()
