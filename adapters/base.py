@@ -195,6 +195,10 @@ class BatchResult:
     status_code: int | None
     body: Mapping[str, Any] | None = None
     error: Mapping[str, Any] | None = None
+    # ``{"lane_suffix": "cache"}`` when the item used a provider cache that costroute
+    # manages (Gemini ``cachedContent``): its lane is priced as ``batch+cache``, the
+    # baseline counting the cached tokens at the full input price.
+    notes: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,8 +268,11 @@ class BatchLane(Protocol):
         request ``metadata`` / JSONL ``key``; inline results come back in order), may
         consume ``items`` only once, and must not hold them all in memory when it sends
         a file. ``metadata`` is small string pairs that ``list`` must give back.
-        Raises ``BatchNotCreated`` when certainly nothing was created; an item the
-        provider cannot express raises ``BatchNotCreated(Unsupported(...))``."""
+        Raises ``BatchNotCreated`` when certainly nothing was created (an endpoint the
+        lane does not carry: ``BatchNotCreated(Unsupported(...))``). An item the lane
+        cannot translate is left out with a warning: no result speaks for it, so its
+        ticket is requeued and fails after ``batch.max_attempts``; if no item is left,
+        ``BatchNotCreated(Unsupported(...))``."""
         ...
 
     async def retrieve(self, batch_id: str) -> BatchInfo: ...

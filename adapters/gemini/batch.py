@@ -12,6 +12,10 @@ batch answer is the same ``chat.completion`` a real-time call would have given.
   the batch names ``inputConfig.fileName``.
 - Output: ``inlinedResponses`` (each with the request's ``metadata``) or a
   ``responsesFile`` downloaded from ``files/{id}:download?alt=media``.
+- Cache: with the real-time path's cache manager, an item whose prefix has a live
+  managed cache goes with ``cachedContent`` and without the prefix (batch price and
+  cached-token price together); a batch never creates a cache. An item whose cache
+  expired before it ran comes back as a retryable ``cached_content_gone``.
 - Metadata: Gemini batches have none; ``displayName`` carries it, url-encoded after a
   ``costroute?`` prefix, so reconciliation after a crash finds a batch by it.
 - Only ``/v1/chat/completions``: Gemini embeddings batches use a different method
@@ -33,10 +37,11 @@ import orjson
 from adapters.base import BatchInfo, BatchLimits, BatchNotCreated, BatchResult, BatchStatus
 from adapters.clock import Clock, SystemClock
 from adapters.errors import AdapterError, Unsupported, UpstreamProtocolError, UpstreamStatus
-from adapters.gemini.errors import RPC_STATUS, status_error
+from adapters.gemini.cache_manager import CacheManager
+from adapters.gemini.errors import RPC_STATUS, is_cache_gone, status_error
 from adapters.gemini.http import GeminiHttp
 from adapters.gemini.reply import parse_response
-from adapters.gemini.translate import build_request
+from adapters.gemini.translate import GeminiCall, build_request
 from adapters.http import httpx_errors_mapped
 
 log = logging.getLogger(__name__)
@@ -45,6 +50,7 @@ CHAT = "/v1/chat/completions"
 INLINE_MAX_BYTES = 20 * 1000 * 1000
 UPLOAD_CHUNK = 8 * 1024 * 1024
 _NAME_PREFIX = "costroute?"
+_CACHED = "+cache"
 # providers-2.md 4.6: 20 MB inline, 2 GB per input file; no documented item cap, so the
 # store's own 50,000 applies. Batch quotas (enqueued tokens, concurrent batches) are per
 # model per tier, values unverified: counted per model, overridable with
@@ -100,16 +106,15 @@ def metadata_of(name: Any) -> dict[str, str]:
     return dict(urllib.parse.parse_qsl(name.removeprefix(_NAME_PREFIX)))
 
 
-def translate_item(custom_id: str, body: bytes) -> tuple[str, dict[str, Any]]:
-    """(model, Gemini ``GenerateContentRequest``) of one OpenAI chat body."""
+def translate_item(custom_id: str, body: bytes) -> GeminiCall:
+    """The Gemini call (model, ``GenerateContentRequest``) of one OpenAI chat body."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise Unsupported(f"item {custom_id}: body is not JSON") from None
     if not isinstance(parsed, dict):
         raise Unsupported(f"item {custom_id}: body is not an object")
-    call = build_request(parsed)
-    return call.model, call.payload
+    return build_request(parsed)
 
 
 def _count(stats: Mapping[str, Any], key: str) -> int:
@@ -168,13 +173,21 @@ def _output(data: Mapping[str, Any]) -> Mapping[str, Any]:
     return {}
 
 
-def result_of(custom_id: str, entry: Mapping[str, Any], *, model: str, created: int) -> BatchResult:
+def result_of(
+    custom_id: str,
+    entry: Mapping[str, Any],
+    *,
+    model: str,
+    created: int,
+    cached: bool = False,
+) -> BatchResult:
     """One inline or file result as a ``BatchResult``: the response through the real-time
     translation, an error ``google.rpc.Status`` through the real-time error mapping."""
     response = entry.get("response")
     if isinstance(response, Mapping):
         body = parse_response(response, model=model, created=created)
-        return BatchResult(custom_id, 200, body=body)
+        notes = {"lane_suffix": "cache"} if cached else {}
+        return BatchResult(custom_id, 200, body=body, notes=notes)
     error = entry.get("error")
     status = dict(error) if isinstance(error, Mapping) else {}
     # An item's error is a google.rpc.Status: its ``code`` is the RPC code (3), not the
@@ -183,17 +196,31 @@ def result_of(custom_id: str, entry: Mapping[str, Any], *, model: str, created: 
     if name is not None:
         status = {**status, "status": name, "code": RPC_STATUS.get(name, 500)}
     mapped = status_error(None, {"error": status}, {})
+    if is_cache_gone(mapped):
+        # The item's cachedContent expired while the batch queued: not the request's
+        # fault. A non-HTTP failure is retried; the next try finds no live cache.
+        gone = {**mapped.error_object(), "code": "cached_content_gone", "type": "batch_error"}
+        return BatchResult(custom_id, None, error=gone)
     return BatchResult(custom_id, mapped.status, error=mapped.error_object())
 
 
-def _key_of(entry: Mapping[str, Any]) -> str | None:
+def item_key(custom_id: str, *, cached: bool) -> str:
+    """The provider-side key of an item: its custom_id, marked when the item was sent
+    with ``cachedContent`` (custom ids never hold ``+``), so results, even read back
+    after a restart, know which items got the cache discount."""
+    return f"{custom_id}{_CACHED}" if cached else custom_id
+
+
+def _key_of(entry: Mapping[str, Any]) -> tuple[str, bool] | None:
     key = entry.get("key")
-    if isinstance(key, str):
-        return key
-    metadata = entry.get("metadata")
-    if isinstance(metadata, Mapping) and isinstance(metadata.get("key"), str):
-        return str(metadata["key"])
-    return None
+    if not isinstance(key, str):
+        metadata = entry.get("metadata")
+        if not isinstance(metadata, Mapping) or not isinstance(metadata.get("key"), str):
+            return None
+        key = str(metadata["key"])
+    if key.endswith(_CACHED):
+        return key.removesuffix(_CACHED), True
+    return key, False
 
 
 # --- the lane --------------------------------------------------------------------------
@@ -209,12 +236,16 @@ class GeminiBatchLane:
         *,
         api_key: str,
         clock: Clock | None = None,
+        cache: CacheManager | None = None,
         inline_max_bytes: int = INLINE_MAX_BYTES,
         upload_chunk: int = UPLOAD_CHUNK,
     ) -> None:
         self._http = GeminiHttp(client, api_key=api_key)
         self._key = api_key
         self._clock = clock or SystemClock()
+        # The real-time path's cache manager: items whose prefix has a live cache are
+        # sent with ``cachedContent`` (batch and cache discounts together).
+        self._cache = cache
         self._inline_max = inline_max_bytes
         self._chunk = upload_chunk
 
@@ -238,21 +269,23 @@ class GeminiBatchLane:
         try:
             async for custom_id, body in items:
                 try:
-                    item_model, request = translate_item(custom_id, body)
+                    call = translate_item(custom_id, body)
                 except Unsupported as exc:
                     # The real-time path refuses such a request with 400; here the item is
                     # left out and its ticket, with no result, is retried then failed.
                     log.warning("gemini batch item %s left out: %s", custom_id, exc.message)
                     continue
-                if item_model != model:
+                if call.model != model:
                     log.warning(
-                        "gemini batch item %s is for %s, not %s", custom_id, item_model, model
+                        "gemini batch item %s is for %s, not %s", custom_id, call.model, model
                     )
                     continue
-                line = orjson.dumps({"key": custom_id, "request": request})
+                request = await self._payload(call)
+                key = item_key(custom_id, cached="cachedContent" in request)
+                line = orjson.dumps({"key": key, "request": request})
                 count += 1
                 if spool is None:
-                    inline.append((custom_id, request, line))
+                    inline.append((key, request, line))
                     size += len(line)
                     if size > self._inline_max:
                         # Over the inline limit: everything goes to a file instead, spooled
@@ -289,6 +322,16 @@ class GeminiBatchLane:
             raise BatchNotCreated(exc) from exc
         return parse_batch(data)
 
+    async def _payload(self, call: GeminiCall) -> dict[str, Any]:
+        if self._cache is None:
+            return call.payload
+        try:
+            plan = await self._cache.live_plan(call)
+        except Exception:  # caching only saves money: a failing registry never blocks
+            log.exception("gemini batch: cache lookup failed; item sent uncached")
+            return call.payload
+        return plan.payload
+
     async def retrieve(self, batch_id: str) -> BatchInfo:
         return parse_batch(await self._http.call("GET", f"/{_checked(batch_id)}"))
 
@@ -303,7 +346,7 @@ class GeminiBatchLane:
         if isinstance(inlined, Mapping):
             for entry in inlined.get("inlinedResponses") or ():
                 if isinstance(entry, Mapping) and (key := _key_of(entry)) is not None:
-                    yield result_of(key, entry, model=model, created=created)
+                    yield result_of(key[0], entry, model=model, created=created, cached=key[1])
                 else:
                     log.warning("gemini batch %s: inline result without a key skipped", info.id)
         elif isinstance(output.get("responsesFile"), str):
@@ -314,7 +357,7 @@ class GeminiBatchLane:
                     log.warning("gemini batch %s: unparseable result line skipped", info.id)
                     continue
                 if isinstance(entry, Mapping) and (key := _key_of(entry)) is not None:
-                    yield result_of(key, entry, model=model, created=created)
+                    yield result_of(key[0], entry, model=model, created=created, cached=key[1])
 
     async def cancel(self, batch_id: str) -> BatchInfo:
         await self._http.call("POST", f"/{_checked(batch_id)}:cancel")

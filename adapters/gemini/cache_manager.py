@@ -154,6 +154,29 @@ class CacheManager:
             return CachePlan(call.payload, event="fallback")
         return CachePlan(with_cache(call, use.name, use.candidate), use)
 
+    async def live_plan(self, call: GeminiCall) -> CachePlan:
+        """What a batch item sends: a cache that is live for ``call``'s prefix right now,
+        else the plain payload. Never creates a cache and records no sighting: a batch
+        item is not evidence of real-time repetition, and a cache made for it alone
+        would cost storage for hours of batch queueing. A hit is touched (and its TTL
+        extended when past half), as a real-time hit is."""
+        config = self.model(call.model)
+        if config is None or self.policy.mode == CacheMode.OFF:
+            return CachePlan(call.payload)
+        found = candidates(call, credential=self.credential, min_tokens=config.min_tokens)
+        if not found:
+            return CachePlan(call.payload)
+        now_ms = self._now_ms()
+        live = await self._live([c.fingerprint for c in found], call.model, now_ms)
+        hit = next((c for c in reversed(found) if c.fingerprint in live), None)
+        if hit is None:
+            return CachePlan(call.payload)
+        use = await self._use(call, hit, live[hit.fingerprint], now_ms)
+        if use is None:
+            return CachePlan(call.payload)
+        await self.record_use(use)
+        return CachePlan(with_cache(call, use.name, use.candidate), use)
+
     async def recreate(self, call: GeminiCall, use: CacheUse) -> CachePlan:
         """The provider says ``use`` is gone: forget it and create it once more."""
         await self._registry.forget(use.name)

@@ -53,11 +53,16 @@ def build(config: ProviderConfig) -> ProviderParts:
         clock=config.clock,
         max_response_bytes=config.max_response_bytes,
     )
-    return ProviderParts(chat=adapter, service=manager, batch=build_batch(config))
+    lane = GeminiBatchLane(
+        batch_client(config), api_key=config.api_key, clock=config.clock, cache=manager
+    )
+    return ProviderParts(chat=adapter, service=manager, batch=lane)
 
 
 def build_batch(config: ProviderConfig) -> GeminiBatchLane:
-    """The Batch Mode lane, on its own pool (uploads never hold real-time connections)."""
+    """The Batch Mode lane alone (``costroute flush`` without a server), on its own pool
+    (uploads never hold real-time connections). It uses no caches: the cache manager
+    lives with the running proxy."""
     if config.api_key is None:
         raise ValueError(f"providers.{config.name}: Gemini needs api_key_env")
     return GeminiBatchLane(batch_client(config), api_key=config.api_key, clock=config.clock)

@@ -100,26 +100,31 @@ async def _realtime_workload(client: httpx.AsyncClient, count: int) -> None:
 
 async def _deferred_workload(client: httpx.AsyncClient, count: int) -> str:
     print("2. Deferred calls (X-Latency-Tolerance: 4h): queued, answered 202 with a ticket,")
-    print("   sent as one OpenAI batch job at half price, fetched by ticket")
-    tickets: list[str] = []
-    for i in range(count):
-        response = await client.post(
-            "/v1/chat/completions",
-            headers={"x-latency-tolerance": "4h", "idempotency-key": f"demo-{i}"},
-            json={
-                "model": "gpt-4o-mini",
-                "messages": [{"role": "user", "content": f"Summarise document {i} in a line."}],
-            },
-        )
-        if response.status_code != 202:
-            raise RuntimeError(f"expected 202, got {response.status_code}: {response.text}")
-        tickets.append(response.json()["id"])
+    print("   sent through each provider's batch API at half price (one OpenAI batch job, one")
+    print("   Gemini Batch Mode job: one interface), fetched by ticket")
+    tickets: dict[str, list[str]] = {"gpt-4o-mini": [], "gemini-2.5-flash": []}
+    gemini_count = max(2, count // 4)
+    for model, how_many in (("gpt-4o-mini", count), ("gemini-2.5-flash", gemini_count)):
+        for i in range(how_many):
+            response = await client.post(
+                "/v1/chat/completions",
+                headers={"x-latency-tolerance": "4h", "idempotency-key": f"demo-{model}-{i}"},
+                json={
+                    "model": model,
+                    "messages": [{"role": "user", "content": f"Summarise document {i} in a line."}],
+                },
+            )
+            if response.status_code != 202:
+                raise RuntimeError(f"expected 202, got {response.status_code}: {response.text}")
+            tickets[model].append(response.json()["id"])
+    first = tickets["gpt-4o-mini"][0]
     replay = await client.post(
         "/v1/chat/completions",
-        headers={"x-latency-tolerance": "4h", "idempotency-key": "demo-0"},
+        headers={"x-latency-tolerance": "4h", "idempotency-key": "demo-gpt-4o-mini-0"},
         json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "again"}]},
     )
-    print(f"   {count} tickets queued, e.g. {tickets[0]} (Location: /v1/tickets/{tickets[0]})")
+    queued = ", ".join(f"{len(ids)} x {model}" for model, ids in tickets.items())
+    print(f"   {queued} queued, e.g. {first} (Location: /v1/tickets/{first})")
     print(f"   the same Idempotency-Key again returns the same ticket: {replay.json()['id']}")
     # A Responses API call deferred the SDK's own way: background + a tolerance.
     deferred = await client.post(
@@ -138,11 +143,15 @@ async def _deferred_workload(client: httpx.AsyncClient, count: int) -> str:
     flush.raise_for_status()
     print(f"   POST /admin/flush (admin key): batches {flush.json()['batches']}")
     started = time.monotonic()
-    statuses: dict[str, int] = {}
-    for ticket in tickets:
-        body = (await client.get(f"/v1/tickets/{ticket}", params={"wait": 60})).json()
-        statuses[body["status"]] = statuses.get(body["status"], 0) + 1
-    print(f"   long-polled every ticket: {statuses} after {time.monotonic() - started:.1f} s")
+    for model, ids in tickets.items():
+        statuses: dict[str, int] = {}
+        for ticket in ids:
+            body = (await client.get(f"/v1/tickets/{ticket}", params={"wait": 60})).json()
+            statuses[body["status"]] = statuses.get(body["status"], 0) + 1
+        print(
+            f"   long-polled every {model} ticket: {statuses} after "
+            f"{time.monotonic() - started:.1f} s"
+        )
     print()
     return response_id
 

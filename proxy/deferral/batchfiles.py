@@ -133,6 +133,7 @@ def outcome_of(result: BatchResult) -> Outcome:
             completion_tokens=usage.completion_tokens,
             cached_tokens=usage.cached_tokens,
             detail="batch line succeeded",
+            lane_suffix=result.notes.get("lane_suffix"),
         )
     error = error_object(dict(result.error or {}), status_code=status_code)
     again = retryable(status_code, error)

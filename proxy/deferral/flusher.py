@@ -137,6 +137,9 @@ class Flusher:
             else:
                 failed.append(batch.id)
                 skip.add(key)
+        if not held:
+            # Everything the forced flush found has gone: later tickets wait as usual.
+            self._forced_ms = None
         return FlushSummary(tuple(created), count, tuple(held), tuple(failed))
 
     def _due(self, group: bstore.Group, now_ms: int, force: bool) -> str | None:

@@ -278,7 +278,7 @@ def priced(services: Services, ticket: TicketFacts, outcome: Outcome) -> Outcome
         provider=ticket.provider,
         model=ticket.upstream_model,
         usage=usage,
-        lane=ticket.lane,
+        lane=ticket.lane + (f"+{outcome.lane_suffix}" if outcome.lane_suffix else ""),
         at=services.clock.now(),
         received_at=ticket.created_ms / 1000,
     )

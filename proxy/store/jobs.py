@@ -242,6 +242,9 @@ class Outcome:
     detail: str = ""
     # (actual, baseline, saved) in USD, for completed work the pricer knows.
     cost: tuple[float, float, float] | None = None
+    # "cache" when the work used a managed provider cache: the routing log shows the
+    # lane as ``<lane>+cache`` and prices it so (the ticket's own lane stays put).
+    lane_suffix: str | None = None
 
 
 def ticket_object(ticket: Ticket) -> dict[str, Any]:

@@ -62,7 +62,7 @@ def final(ticket: TicketFacts, outcome: Outcome, *, now_ms: int) -> tuple[Any, .
         endpoint=ticket.endpoint,
         model=ticket.model,
         provider=ticket.provider,
-        lane=ticket.lane,
+        lane=ticket.lane + (f"+{outcome.lane_suffix}" if outcome.lane_suffix else ""),
         reason=outcome.detail,
         status=status,
         error_code=error.get("code"),

@@ -15,7 +15,7 @@ from openai.types.chat import ChatCompletion
 from adapters.base import BatchInfo
 from adapters.errors import UpstreamTimeout
 from tests.e2e.conftest import ADMIN_KEY, CLIENT_KEY
-from tests.e2e.gemini_stack import FLASH, PRO, GeminiStack, running
+from tests.e2e.gemini_stack import FLASH, PRO, GeminiStack, ask, long_system, running
 from tests.sdk_checks import strict
 
 pytestmark = pytest.mark.filterwarnings(
@@ -165,3 +165,45 @@ def test_deferred_gemini_embeddings_stay_real_time(stack: GeminiStack) -> None:
         )
     assert response.status_code == 200, response.text
     assert response.headers["x-costroute-lane"] == "realtime"
+
+
+def test_cache_and_batch_together_show_both_discounts(stack: GeminiStack) -> None:
+    system = long_system("batch-and-cache")
+    # Two real-time sightings make the managed cache (its economics say it pays).
+    answers = [ask(stack, system, f"Real-time question {n}?") for n in range(2)]
+    assert answers[-1].lane == "realtime+cache"
+    [cache] = stack.live_caches()
+
+    raw = stack.client().chat.completions.with_raw_response.create(
+        model=FLASH,
+        messages=[
+            {"role": "system", "content": system},
+            {"role": "user", "content": "A deferred question?"},
+        ],
+        extra_headers={"X-Latency-Tolerance": "1d"},
+    )
+    assert raw.status_code == 202
+    ticket_id = raw.http_response.json()["id"]
+    flush(stack)
+    [created] = stack.sent(":batchGenerateContent", method="POST")
+    [item] = created["json"]["batch"]["inputConfig"]["requests"]["requests"]
+    assert item["request"]["cachedContent"] == cache.name
+    assert item["metadata"]["key"] == f"{ticket_id}+cache"
+    assert "systemInstruction" not in item["request"]  # the prefix lives in the cache
+
+    advance(stack, 61)
+    done = ticket(stack, ticket_id, wait=20)
+    assert done["status"] == "completed", done
+    completion = strict(ChatCompletion, done["result"])
+    assert completion.usage is not None
+    details = completion.usage.prompt_tokens_details
+    assert details is not None
+    assert details.cached_tokens
+    assert details.cached_tokens >= 1024
+    [row] = [r for r in stack.routes() if r["ticket_id"] == ticket_id and r["status"] == 200]
+    assert row["lane"] == "batch+cache"
+    assert row["cached_tokens"] == details.cached_tokens
+    # Both discounts: cheaper than the batch price of the same tokens uncached.
+    assert row["cost_usd"] < row["baseline_usd"] / 2
+    assert row["saved_usd"] > row["baseline_usd"] / 2
+    assert done["lane"] == "batch"  # the ticket's lane; the routing log shows the cache

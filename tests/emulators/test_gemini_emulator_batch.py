@@ -3,6 +3,7 @@ over httpx and through the google-genai SDK."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -157,7 +158,8 @@ async def test_list_is_newest_first_and_paged(client: httpx.AsyncClient) -> None
 
 
 BAD_CREATES: list[tuple[str, str, Any, int]] = [
-    ("file input", CREATE, {"batch": {"inputConfig": {"fileName": "files/x"}}}, 400),
+    # An input file that does not exist: 404 NOT_FOUND (the real status is unverified).
+    ("missing input file", CREATE, {"batch": {"inputConfig": {"fileName": "files/x"}}}, 404),
     ("no requests", CREATE, {"batch": {"inputConfig": {"requests": {"requests": []}}}}, 400),
     ("no batch", CREATE, {}, 400),
     (
@@ -223,3 +225,82 @@ async def test_sdk_batch_round_trip(server: ServerThread) -> None:
     assert job.name in names
     await sdk.aio.batches.delete(name=job.name)
     await sdk.aio.aclose()
+
+
+async def test_sdk_file_batch_round_trip(server: ServerThread, tmp_path: Any) -> None:
+    """client.files.upload (resumable protocol), client.batches.create from the file,
+    then client.files.download of the responses file."""
+    options = types.HttpOptions(base_url=server.url, api_version="v1beta")
+    sdk = genai.Client(api_key="k", http_options=options)
+    lines = [
+        {"key": "a", "request": {"contents": [user("first")]}},
+        {"key": "b", "request": {"contents": [{"role": "robot", "parts": [{"text": "x"}]}]}},
+    ]
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    uploaded = await sdk.aio.files.upload(
+        file=str(path), config={"display_name": "nightly input", "mime_type": "jsonl"}
+    )
+    assert uploaded.name is not None
+    assert uploaded.name.startswith("files/")
+    assert uploaded.size_bytes == path.stat().st_size
+    job = await sdk.aio.batches.create(model="gemini-2.5-flash", src=uploaded.name)
+    assert job.name is not None
+    server.app.state.clock.advance(60)
+    done = await sdk.aio.batches.get(name=job.name)
+    assert done.state == types.JobState.JOB_STATE_SUCCEEDED
+    assert done.dest is not None
+    assert done.dest.file_name is not None
+    content = await sdk.aio.files.download(file=done.dest.file_name)
+    results = [json.loads(line) for line in content.decode().splitlines()]
+    assert [r["key"] for r in results] == ["a", "b"]  # input order
+    types.GenerateContentResponse.model_validate(results[0]["response"])
+    assert results[1]["error"]["code"] == 3
+    await sdk.aio.aclose()
+
+
+async def test_resumable_upload_protocol_and_both_download_paths(
+    client: httpx.AsyncClient,
+) -> None:
+    data = b'{"key":"k1","request":{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}}\n'
+    start = await client.post(
+        "/upload/v1beta/files",
+        json={"file": {"displayName": "x"}},
+        headers={"x-goog-upload-protocol": "resumable", "x-goog-upload-command": "start",
+                 "x-goog-upload-header-content-length": str(len(data)),
+                 "x-goog-upload-header-content-type": "application/jsonl"},
+    )  # fmt: skip
+    assert start.status_code == 200, start.text
+    url = start.headers["x-goog-upload-url"]
+    wrong = await client.post(
+        url, content=data[:10], headers={"x-goog-upload-command": "upload",
+                                         "x-goog-upload-offset": "5"},
+    )  # fmt: skip
+    assert wrong.status_code == 400
+    first = await client.post(
+        url, content=data[:10], headers={"x-goog-upload-command": "upload",
+                                         "x-goog-upload-offset": "0"},
+    )  # fmt: skip
+    assert first.headers["x-goog-upload-status"] == "active"
+    last = await client.post(
+        url, content=data[10:], headers={"x-goog-upload-command": "upload, finalize",
+                                         "x-goog-upload-offset": "10"},
+    )  # fmt: skip
+    assert last.headers["x-goog-upload-status"] == "final"
+    name = last.json()["file"]["name"]
+    assert last.json()["file"]["sizeBytes"] == str(len(data))
+    for path in (f"/v1beta/{name}:download", f"/download/v1beta/{name}:download"):
+        got = await client.get(path, params={"alt": "media"})
+        assert got.content == data
+
+
+async def test_create_beyond_the_batch_quota_is_429_resource_exhausted(
+    clock: ManualClock,
+) -> None:
+    async with make_client(GeminiEmulatorConfig(max_live_batches=1), clock) as c:
+        await create(c, inline(GOOD))
+        refused = await c.post(CREATE, json=inline(GOOD))
+        assert refused.status_code == 429
+        assert refused.json()["error"]["status"] == "RESOURCE_EXHAUSTED"
+        clock.advance(61)  # the first batch ends: room again
+        await create(c, inline(GOOD))

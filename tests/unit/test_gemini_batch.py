@@ -220,3 +220,32 @@ async def test_embeddings_and_untranslatable_batches_are_refused_before_any_call
     with pytest.raises(BatchNotCreated):
         await lane.submit(items(("t", b'{"model":"gemini-2.5-flash"}')), endpoint=CHAT,
                           model=MODEL, metadata={})  # fmt: skip
+
+
+async def test_above_the_inline_limit_items_go_as_an_uploaded_file(clock: ManualClock) -> None:
+    app = create_app(GeminiEmulatorConfig(), clock=clock)
+    # A 300-byte inline limit and 100-byte chunks: a file in several resumable chunks.
+    lane = lane_for(app, clock, inline_max_bytes=300, upload_chunk=100)
+    pairs = [(f"tkt_{n}", chat(f"question number {n}")) for n in range(6)]
+    info = await lane.submit(items(*pairs), endpoint=CHAT, model=MODEL, metadata={"m": "1"})
+    assert info.input_file_id.startswith("files/")
+    chunks = [r for r in app.state.requests if r["path"] == "/upload/v1beta/files"]
+    assert len(chunks) > 3  # start + several chunks
+    clock.advance(61)
+    done = await lane.retrieve(info.id)
+    assert done.status is BatchStatus.COMPLETED
+    assert done.output_file_id is not None
+    results = [r async for r in lane.results(done)]
+    assert [r.custom_id for r in results] == [p[0] for p in pairs]
+    for result in results:
+        ChatCompletion.model_validate(result.body)
+    await lane.aclose()
+
+
+async def test_a_full_batch_quota_is_a_refusal_not_an_unknown_outcome(clock: ManualClock) -> None:
+    lane = lane_for(create_app(GeminiEmulatorConfig(max_live_batches=1), clock=clock), clock)
+    await lane.submit(items(("a", chat("x"))), endpoint=CHAT, model=MODEL, metadata={})
+    with pytest.raises(BatchNotCreated) as refused:
+        await lane.submit(items(("b", chat("y"))), endpoint=CHAT, model=MODEL, metadata={})
+    assert refused.value.cause.code == "resource_exhausted"
+    await lane.aclose()

@@ -10,11 +10,16 @@ operation's ``metadata``. States (wire names), timed on the injected clock from 
 Results are computed when a completed batch is first looked at: one entry per inline
 request, in input order, each a ``GenerateContentResponse`` or a ``google.rpc.Status``
 error, carrying the request's ``metadata`` back so callers join on their own key.
-Input files (``fileName``) are not emulated: there is no Files API here.
+A batch made from an input file (``inputConfig.fileName``: JSONL ``{"key", "request"}``
+lines uploaded through ``files.FileStore``) writes its results to a generated file
+(``{"key", "response" | "error"}`` lines, input order) named in ``responsesFile``.
+With ``max_live_batches`` set, a create beyond that many pending or running batches is
+refused 429 ``RESOURCE_EXHAUSTED`` (the real quota's values are unpublished).
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import string
 from dataclasses import dataclass, replace
@@ -27,9 +32,11 @@ from adapters.emulators.gemini.config import GeminiEmulatorConfig
 from adapters.emulators.gemini.errors import (
     GeminiError,
     failed_precondition,
+    for_status,
     invalid_argument,
     not_found,
 )
+from adapters.emulators.gemini.files import FileStore
 from adapters.emulators.gemini.validate import parse
 from adapters.emulators.gemini.wire import BatchCreateRequest, InlinedRequest
 
@@ -55,11 +62,16 @@ class Batch:
     end_time: float | None = None
     results: tuple[dict[str, Any], ...] | None = None
     seq: int = 0
+    input_file: str | None = None
+    responses_file: str | None = None
 
 
 class BatchStore:
-    def __init__(self, api: GeminiApi, config: GeminiEmulatorConfig, clock: Clock) -> None:
+    def __init__(
+        self, api: GeminiApi, config: GeminiEmulatorConfig, clock: Clock, files: FileStore
+    ) -> None:
         self._api = api
+        self._files = files
         self._config = config
         self._clock = clock
         self._batches: dict[str, Batch] = {}
@@ -74,18 +86,21 @@ class BatchStore:
             )
         body = parse(BatchCreateRequest, raw).batch
         source = body.input_config
+        limit = self._config.max_live_batches
+        if limit is not None:
+            live = sum(1 for b in self._batches.values() if self._advance(b).state not in TERMINAL)
+            if live >= limit:
+                raise for_status(429, model=model)
         if source.file_name is not None:
-            raise invalid_argument(
-                "The emulator supports inline requests only (inputConfig.requests), not "
-                "inputConfig.fileName.",
-                field="batch.input_config.file_name",
-            )
-        if source.requests is None or not source.requests.requests:
+            requests = self._read_input(source.file_name)
+        elif source.requests is None or not source.requests.requests:
             raise invalid_argument(
                 "* GenerateContentBatch.input_config: requests must not be empty.",
                 field="batch.input_config.requests",
             )
-        for index, item in enumerate(source.requests.requests):
+        else:
+            requests = list(source.requests.requests)
+        for index, item in enumerate(requests):
             named = item.request.get("model")
             if named is not None and named != f"models/{model}":
                 raise invalid_argument(
@@ -99,10 +114,11 @@ class BatchStore:
             name=f"batches/{_new_id()}",
             model=f"models/{model}",
             display_name=body.display_name,
-            requests=tuple(source.requests.requests),
+            requests=tuple(requests),
             create_time=now,
             update_time=now,
             seq=self._seq,
+            input_file=source.file_name,
         )
         self._batches[batch.name] = batch
         return batch
@@ -147,9 +163,13 @@ class BatchStore:
             when = batch.create_time + done_at
             if now >= when:
                 results = tuple(self._run(batch, item) for item in batch.requests)
+                responses_file = None
+                if batch.input_file is not None:
+                    responses_file = self._write_output(batch, results)
                 return replace(
-                    batch, state=SUCCEEDED, update_time=when, end_time=when, results=results
-                )
+                    batch, state=SUCCEEDED, update_time=when, end_time=when, results=results,
+                    responses_file=responses_file,
+                )  # fmt: skip
         expires = batch.create_time + config.batch_expire_after
         if now >= expires:
             return replace(batch, state=EXPIRED, update_time=expires, end_time=expires)
@@ -157,6 +177,37 @@ class BatchStore:
         if now >= started and batch.state == PENDING:
             return replace(batch, state=RUNNING, update_time=started)
         return batch
+
+    def _read_input(self, file_name: str) -> list[InlinedRequest]:
+        stored = self._files.get(file_name)
+        requests: list[InlinedRequest] = []
+        for number, line in enumerate(stored.content.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                parsed = json.loads(line)
+            except ValueError:
+                raise invalid_argument(f"Input file line {number} is not JSON.") from None
+            if not isinstance(parsed, dict) or not isinstance(parsed.get("request"), dict):
+                raise invalid_argument(f"Input file line {number} has no request object.")
+            key = parsed.get("key")
+            metadata = {"key": key} if isinstance(key, str) else None
+            requests.append(InlinedRequest(request=parsed["request"], metadata=metadata))
+        if not requests:
+            raise invalid_argument(f"Input file {file_name} holds no requests.")
+        return requests
+
+    def _write_output(self, batch: Batch, results: tuple[dict[str, Any], ...]) -> str:
+        lines = []
+        for entry in results:
+            line = {k: v for k, v in entry.items() if k != "metadata"}
+            key = (entry.get("metadata") or {}).get("key")
+            if key is not None:
+                line = {"key": key, **line}
+            lines.append(json.dumps(line, separators=(",", ":")))
+        content = ("\n".join(lines) + "\n").encode()
+        name = "files/batch-" + batch.name.removeprefix("batches/")
+        return self._files.add(content, mime_type="application/jsonl", name=name).name
 
     def _run(self, batch: Batch, item: InlinedRequest) -> dict[str, Any]:
         entry: dict[str, Any]
@@ -186,7 +237,13 @@ def operation(batch: Batch) -> dict[str, Any]:
     body: dict[str, Any] = {"name": batch.name, "metadata": meta}
     if batch.state in TERMINAL:
         body["done"] = True
-    if batch.results is not None:
+    if batch.input_file is not None:
+        meta["inputConfig"] = {"fileName": batch.input_file}
+    if batch.responses_file is not None:
+        output: dict[str, Any] = {"responsesFile": batch.responses_file}
+        meta["output"] = output
+        body["response"] = {"@type": _TYPES + "GenerateContentBatchOutput", **output}
+    elif batch.results is not None:
         output = {"inlinedResponses": {"inlinedResponses": list(batch.results)}}
         meta["output"] = output
         body["response"] = {"@type": _TYPES + "GenerateContentBatchOutput", **output}

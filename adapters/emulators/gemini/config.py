@@ -72,6 +72,10 @@ class GeminiEmulatorConfig:
     batch_expire_after: float = 48 * 3600.0
     # Inline batch requests must stay under 20 MB in total.
     max_inline_batch_bytes: int = 20 * 1024 * 1024
+    # Pending or running batches allowed at once; beyond it a create is refused 429
+    # RESOURCE_EXHAUSTED. Gemini's real per-tier values are unpublished (unverified):
+    # None = no limit.
+    max_live_batches: int | None = None
 
     def __post_init__(self) -> None:
         merged = {**DEFAULT_CACHE_MIN_TOKENS, **self.cache_min_tokens}

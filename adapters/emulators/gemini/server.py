@@ -56,6 +56,7 @@ from adapters.emulators.gemini.errors import (
     not_found,
     permission_denied,
 )
+from adapters.emulators.gemini.files import FileStore
 from adapters.emulators.gemini.stream import JSON_TYPE, DroppedResponse, stream_response
 from adapters.emulators.transport import quiet_uvicorn_drops
 
@@ -77,19 +78,26 @@ class _Server:
         self.config = config
         self.clock = clock
         self.api = GeminiApi(config, clock)
-        self.batches = BatchStore(self.api, config, clock)
+        self.files = FileStore(clock)
+        self.batches = BatchStore(self.api, config, clock, self.files)
         self.faults = FaultPlan()
         self.requests = RequestLog(config.max_recorded_requests)
 
     # -- the pipeline every API call goes through --------------------------------------
 
-    def endpoint(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    def endpoint(
+        self, handler: Handler, *, raw_body: bool = False
+    ) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
             raw = await request.body()
-            body, bad_json = _decode(raw)
+            # Upload chunks are bytes, not JSON: their handler reads the body itself.
+            body, bad_json = (None, False) if raw_body else _decode(raw)
             self._record(request, body)
             try:
-                self._authenticate(request)
+                # An upload session URL is its own credential (Google's resumable
+                # protocol; the SDK sends no key with the chunks).
+                if not (raw_body and "upload_id" in request.query_params):
+                    self._authenticate(request)
                 fault = self.faults.take(request.url.path)
                 delay = self.config.latency + (fault.latency if fault else 0.0)
                 if delay > 0:
@@ -233,6 +241,44 @@ class _Server:
             return GoogleJSON({})
         return GoogleJSON(operation(self.batches.get(name)))
 
+    # -- Files: resumable upload, get, delete, download ---------------------------------
+
+    async def upload(self, request: Request, body: Any, fault: Fault | None) -> Response:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        upload_id = request.query_params.get("upload_id")
+        if upload_id is None:
+            raw = await request.body()
+            parsed, bad = _decode(raw)
+            if bad:
+                raise invalid_argument("Invalid JSON payload received.", field=None)
+            session = self.files.start(headers, parsed)
+            url = f"{str(request.base_url).rstrip('/')}{request.url.path}?upload_id={session}"
+            return GoogleJSON(
+                {}, headers={"x-goog-upload-url": url, "x-goog-upload-status": "active"}
+            )
+        stored = self.files.chunk(upload_id, headers, await request.body())
+        if stored is None:
+            return Response(b"", headers={"x-goog-upload-status": "active"})
+        base = str(request.base_url).rstrip("/")
+        return GoogleJSON(
+            {"file": stored.resource(base)}, headers={"x-goog-upload-status": "final"}
+        )
+
+    async def file(self, request: Request, body: Any, fault: Fault | None) -> Response:
+        file_id, _, method = request.path_params["target"].partition(":")
+        name = f"files/{file_id}"
+        if method == "download" or request.url.path.startswith("/download/"):
+            if request.query_params.get("alt") != "media":
+                raise invalid_argument("Downloads need alt=media.", field="alt")
+            stored = self.files.get(name)
+            return Response(stored.content, media_type=stored.mime_type)
+        if method:
+            raise not_found(f"Method not found: {method}.")
+        if request.method == "DELETE":
+            self.files.delete(name)
+            return GoogleJSON({})
+        return GoogleJSON(self.files.get(name).resource(str(request.base_url).rstrip("/")))
+
     # -- /v1beta/cachedContents --------------------------------------------------------
 
     async def caches(self, request: Request, body: Any, fault: Fault | None) -> Response:
@@ -284,6 +330,13 @@ def create_app(
             ),
             Route(f"{version}/batches", api(server.list_batches), methods=["GET"]),
             Route(
+                f"/upload{version}/files",
+                server.endpoint(server.upload, raw_body=True),
+                methods=["POST"],
+            ),
+            Route(f"{version}/files/{{target}}", api(server.file), methods=["GET", "DELETE"]),
+            Route(f"/download{version}/files/{{target}}", api(server.file), methods=["GET"]),
+            Route(
                 f"{version}/batches/{{target}}",
                 api(server.batch),
                 methods=["GET", "POST", "DELETE"],
@@ -298,6 +351,7 @@ def create_app(
     app.state.clock = server.clock
     app.state.caches = server.api.caches
     app.state.batches = server.batches
+    app.state.files = server.files
     return app
 
 
