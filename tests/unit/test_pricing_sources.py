@@ -249,7 +249,12 @@ def test_bad_user_table_names_file_and_key(tmp_path: Path) -> None:
 def test_shipped_table_is_valid_and_dated() -> None:
     table = load_shipped_table()
     assert table.checked.isoformat() == "2026-11-25"
-    assert {entry.provider for entry in table.prices} <= {"openai", "gemini", "deepseek", "anthropic"}
+    assert {entry.provider for entry in table.prices} <= {
+        "openai",
+        "gemini",
+        "deepseek",
+        "anthropic",
+    }
     for entry in table.prices:
         if entry.from_ is not None and entry.until is not None:
             assert entry.from_ < entry.until
