@@ -88,6 +88,17 @@ class Upstream(Protocol):
     async def aclose(self) -> None: ...
 
 
+def pick_headers(headers: Mapping[str, str], names: tuple[str, ...], prefix: str) -> dict[str, str]:
+    """The upstream response headers worth handing to callers (lower-cased): ``names``
+    and every header starting with ``prefix`` (rate-limit state)."""
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in names or lower.startswith(prefix):
+            out[lower] = value
+    return out
+
+
 async def read_capped(response: UpstreamResponse, limit: int) -> bytes:
     """The whole body by chunks, refusing one larger than ``limit`` before or while
     reading it (for bodies of unknown length)."""

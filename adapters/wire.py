@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from adapters.errors import RateLimited, UpstreamProtocolError, UpstreamStatus
+from adapters.http import UpstreamResponse
 
 DONE_EVENT = b"data: [DONE]\n\n"
 
@@ -100,6 +101,18 @@ def parse_should_retry(headers: Mapping[str, str]) -> bool | None:
     if value == "false":
         return False
     return None
+
+
+async def raise_for_status(response: UpstreamResponse, limit: int) -> None:
+    """An error answer read (at most ``limit`` bytes), closed and raised as the OpenAI-
+    style adapter error; a 2xx answer is left open for the caller to stream."""
+    if response.status < 300:
+        return
+    try:
+        content = await response.read(limit)
+    finally:
+        await response.close()
+    raise status_error(response.status, content, response.headers)
 
 
 def status_error(status: int, content: bytes, headers: Mapping[str, str]) -> UpstreamStatus:

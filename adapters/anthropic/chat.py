@@ -14,8 +14,8 @@ from adapters.anthropic import reply
 from adapters.anthropic.translate import build_request
 from adapters.base import Reply
 from adapters.errors import Unsupported, UpstreamProtocolError, UpstreamUnreachable
-from adapters.http import Upstream, UpstreamResponse
-from adapters.wire import DONE_EVENT, frame, sse_event_groups, status_error
+from adapters.http import Upstream, UpstreamResponse, pick_headers
+from adapters.wire import DONE_EVENT, frame, raise_for_status, sse_event_groups, status_error
 
 VERSION = "2023-06-01"
 # Upstream headers worth handing to callers: request ids and rate-limit state.
@@ -85,12 +85,7 @@ class AnthropicAdapter:
         response = await self._upstream.post(
             "/messages", orjson.dumps(request), {**self._headers, "accept": "text/event-stream"}
         )
-        if response.status >= 300:
-            try:
-                content = await response.read(self._max_response_bytes)
-            finally:
-                await response.close()
-            raise status_error(response.status, content, response.headers)
+        await raise_for_status(response, self._max_response_bytes)
         translator = reply.StreamTranslator(model=request["model"], created=int(time.time()))
         return AnthropicStream(response, translator, max_event_bytes=self._max_response_bytes)
 
@@ -160,9 +155,4 @@ def _status_of(event: Mapping[str, Any]) -> int:
 
 
 def _forwarded(headers: Mapping[str, str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name, value in headers.items():
-        lower = name.lower()
-        if lower in _FORWARDED or lower.startswith(_FORWARDED_PREFIX):
-            out[lower] = value
-    return out
+    return pick_headers(headers, _FORWARDED, _FORWARDED_PREFIX)

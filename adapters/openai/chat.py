@@ -16,8 +16,8 @@ import orjson
 
 from adapters.base import Reply
 from adapters.errors import AdapterError, UpstreamProtocolError, UpstreamUnreachable
-from adapters.http import Upstream, UpstreamResponse
-from adapters.wire import DONE_EVENT, frame, sse_event_groups, status_error
+from adapters.http import Upstream, UpstreamResponse, pick_headers
+from adapters.wire import DONE_EVENT, frame, raise_for_status, sse_event_groups, status_error
 
 # Upstream response headers worth handing to callers (rate-limit state, request ids).
 _FORWARDED = ("x-request-id", "openai-processing-ms")
@@ -64,12 +64,7 @@ class OpenAIAdapter:
         response = await self._upstream.post(
             "/chat/completions", orjson.dumps(upstream_body), self._sse_headers
         )
-        if response.status >= 300:
-            try:
-                content = await response.read(self._max_response_bytes)
-            finally:
-                await response.close()
-            raise status_error(response.status, content, response.headers)
+        await raise_for_status(response, self._max_response_bytes)
         return OpenAIStream(response, max_event_bytes=self._max_response_bytes)
 
     # --- the Responses API (passed through natively) ------------------------------------
@@ -82,12 +77,7 @@ class OpenAIAdapter:
         self, body: dict[str, Any], *, headers: Mapping[str, str]
     ) -> ResponsesStream:
         response = await self._upstream.post("/responses", orjson.dumps(body), self._sse_headers)
-        if response.status >= 300:
-            try:
-                content = await response.read(self._max_response_bytes)
-            finally:
-                await response.close()
-            raise status_error(response.status, content, response.headers)
+        await raise_for_status(response, self._max_response_bytes)
         return ResponsesStream(response, max_event_bytes=self._max_response_bytes)
 
     async def resource(
@@ -238,9 +228,4 @@ async def _drain(groups: AsyncIterator[list[bytes]]) -> None:
 
 
 def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name, value in headers.items():
-        lower = name.lower()
-        if lower in _FORWARDED or lower.startswith(_FORWARDED_PREFIX):
-            out[lower] = value
-    return out
+    return pick_headers(headers, _FORWARDED, _FORWARDED_PREFIX)
