@@ -20,6 +20,7 @@ from adapters.errors import AdapterError
 from adapters.gemini.chat import GeminiAdapter
 from adapters.gemini.reply import parse_response
 from adapters.gemini.translate import build_request
+from adapters.registry import capabilities
 from proxy.costs.windows import window_multiplier as multiplier_at
 from proxy.durations import MAX_SECONDS, DurationError, format_duration, parse_duration
 from proxy.lanes.planner import Lane, plan
@@ -144,7 +145,10 @@ def test_plan_is_total_and_its_lanes_keep_their_promises(
     if decision.deferred:
         assert decision.deadline == pytest.approx(now + tolerance)
     if decision.lane is Lane.BATCH:
-        assert provider.type == "openai"
+        # Only a provider with a batch lane that carries this endpoint (OpenAI; Gemini for chat).
+        can = capabilities(provider.type)
+        assert can.batch
+        assert can.batch_endpoints is None or endpoint in can.batch_endpoints
         assert config.models[model].batch
         assert tolerance >= config.batch.min_tolerance
     if decision.lane is Lane.FLEX:
