@@ -14,6 +14,7 @@ import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.responses import Response
 
 from adapters.anthropic.reply import completion as to_completion
 from adapters.anthropic.translate import build_request
@@ -284,3 +285,18 @@ def test_translation_rows() -> None:
     assert reply["choices"][0]["finish_reason"] == "length"
     assert reply["usage"]["prompt_tokens"] == 115  # uncached + writes + reads
     assert reply["usage"]["prompt_tokens_details"]["cached_tokens"] == 100
+
+
+def test_the_responses_api_is_bridged_to_claude(s: Stack) -> None:
+    raw = s.client().responses.with_raw_response.create(
+        model=MODEL, input="Say hi", instructions="Be brief.", max_output_tokens=100
+    )
+    response = strict(Response, raw.http_response.json())
+    assert response.status == "completed"
+    assert response.output_text
+    sent = s.sent[-1]["json"]
+    assert sent["system"] == [{"type": "text", "text": "Be brief."}]
+    assert sent["max_tokens"] == 100
+    with s.client().responses.stream(model=MODEL, input="Stream it") as stream:
+        text = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+        assert text == stream.get_final_response().output_text
