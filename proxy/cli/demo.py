@@ -71,7 +71,8 @@ async def run(args: argparse.Namespace) -> int:
 
 async def _realtime_workload(client: httpx.AsyncClient, count: int) -> None:
     print("1. Real-time calls (no X-Latency-Tolerance): sent straight to the provider")
-    for model in ("gpt-4o-mini", "deepseek-flash"):
+    print("   (Claude: OpenAI format in, Anthropic Messages out, OpenAI back)")
+    for model in ("gpt-4o-mini", "deepseek-flash", "claude-sonnet-4-5"):
         for i in range(count):
             response = await client.post(
                 "/v1/chat/completions",
@@ -283,12 +284,18 @@ def demo_settings(workdir: Path, ports: dict[str, int]) -> Settings:
                     "base_url": f"http://127.0.0.1:{ports['gemini']}/v1beta",
                     "api_key_env": "COSTROUTE_DEMO_GEMINI_KEY",
                 },
+                "anthropic": {
+                    "type": "anthropic",
+                    "base_url": f"http://127.0.0.1:{ports['anthropic']}/v1",
+                    "api_key_env": "COSTROUTE_DEMO_ANTHROPIC_KEY",
+                },
             },
             "models": {
                 "gpt-4o-mini": {"provider": "openai"},
                 "text-embedding-3-small": {"provider": "openai", "kind": "embedding"},
                 "deepseek-flash": {"provider": "deepseek"},
                 "gemini-2.5-flash": {"provider": "gemini", "cache_min_tokens": 1024},
+                "claude-sonnet-4-5": {"provider": "anthropic", "max_tokens_default": 512},
             },
             # Short timers so the demo finishes in seconds; production defaults are minutes.
             "batch": {"max_wait": "2s", "poll_interval": "1s", "flush_interval": "1s"},
@@ -304,11 +311,13 @@ DEMO_ENV = {
     "COSTROUTE_DEMO_OPENAI_KEY": "sk-emulated-openai",
     "COSTROUTE_DEMO_DEEPSEEK_KEY": "sk-emulated-deepseek",
     "COSTROUTE_DEMO_GEMINI_KEY": "emulated-gemini-key",
+    "COSTROUTE_DEMO_ANTHROPIC_KEY": "sk-ant-emulated",
 }
 
 
 @contextlib.asynccontextmanager
 async def _demo_stack(workdir: Path) -> AsyncIterator[tuple[str, Any]]:
+    from adapters.emulators.anthropic.server import create_app as anthropic_emulator
     from adapters.emulators.gemini.server import GeminiEmulatorConfig
     from adapters.emulators.gemini.server import create_app as gemini_emulator
     from adapters.emulators.openai.batch.emulator import BatchEmulatorConfig
@@ -316,7 +325,7 @@ async def _demo_stack(workdir: Path) -> AsyncIterator[tuple[str, Any]]:
     from adapters.emulators.openai.server import create_app as openai_emulator
     from proxy.app import create_app
 
-    ports = {name: _free_port() for name in ("proxy", "openai", "deepseek", "gemini")}
+    ports = {name: _free_port() for name in ("proxy", "openai", "deepseek", "gemini", "anthropic")}
     # A batch that takes seconds instead of hours, same state machine.
     fast_batches = BatchEmulatorConfig(
         validation_delay=0.5, processing_time=1.5, finalize_delay=0.5
@@ -330,6 +339,7 @@ async def _demo_stack(workdir: Path) -> AsyncIterator[tuple[str, Any]]:
         "gemini": gemini_emulator(
             GeminiEmulatorConfig(batch_start_after=0.5, batch_complete_after=2.0)
         ),
+        "anthropic": anthropic_emulator(),
     }
     settings = demo_settings(workdir, ports)
     proxy_app = create_app(settings, environ=DEMO_ENV)
