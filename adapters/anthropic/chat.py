@@ -5,12 +5,13 @@ provider's ``x-api-key`` and ``anthropic-version``), OpenAI back. Translation li
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from adapters.anthropic import reply
+from adapters.anthropic import cache, reply
 from adapters.anthropic.translate import build_request
 from adapters.base import Reply
 from adapters.errors import Unsupported, UpstreamProtocolError, UpstreamUnreachable
@@ -18,6 +19,24 @@ from adapters.http import Upstream, UpstreamResponse, pick_headers
 from adapters.wire import DONE_EVENT, frame, raise_for_status, sse_event_groups, status_error
 
 VERSION = "2023-06-01"
+CACHE_HEADER = "x-context-cache"
+# The proxy's id for one caller request; the same across its retried attempts.
+REQUEST_ID_HEADER = "x-costroute-request-id"
+
+
+@dataclass(frozen=True, slots=True)
+class Caching:
+    """What managed prompt caching reads: ``[cache]`` (mode, min_repeats, window), the
+    models' minimum cacheable sizes, their input prices and the clock."""
+
+    mode: str = "auto"
+    min_repeats: int = 2
+    window_s: float = 3600.0
+    min_tokens: Mapping[str, int] = field(default_factory=dict)
+    input_price: Callable[[str], float | None] = lambda _model: None
+    clock: Callable[[], float] = time.time
+
+
 # Upstream headers worth handing to callers: request ids and rate-limit state.
 _FORWARDED = ("request-id", "retry-after")
 _FORWARDED_PREFIX = "anthropic-ratelimit-"
@@ -36,6 +55,7 @@ class AnthropicAdapter:
         api_key: str | None,
         max_tokens: Mapping[str, int] | None = None,
         max_response_bytes: int = 64 * 1024 * 1024,
+        caching: Caching | None = None,
     ) -> None:
         self._upstream = upstream
         self._headers = {"anthropic-version": VERSION, "content-type": "application/json"}
@@ -43,20 +63,60 @@ class AnthropicAdapter:
             self._headers["x-api-key"] = api_key
         self._max_tokens = dict(max_tokens or {})
         self._max_response_bytes = max_response_bytes
+        self._caching = caching or Caching()
+        self._sightings = cache.Sightings()
 
     async def aclose(self) -> None:
         await self._upstream.aclose()
 
-    def translate(self, body: Mapping[str, Any]) -> dict[str, Any]:
+    def translate(
+        self, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         model = str(body.get("model"))
-        return build_request(
+        request = build_request(
             body,
             max_tokens_default=self._max_tokens.get(model, 4096),
             thinking=model.startswith(_THINKING),
         )
+        return self._cache(request, headers or {})
+
+    def _cache(self, request: dict[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:
+        """Place a breakpoint on a prefix that keeps coming back (``cache.py``)."""
+        settings = self._caching
+        mode = (headers.get(CACHE_HEADER) or settings.mode).lower()
+        prefix = cache.prefix_of(request)
+        if prefix is None or cache.has_breakpoints(request):
+            return request
+        fingerprint, tokens = prefix
+        times = self._sightings.see(
+            fingerprint, settings.clock(), settings.window_s, headers.get(REQUEST_ID_HEADER)
+        )
+        model = str(request["model"])
+        placement = cache.decide(
+            times,
+            prefix_tokens=tokens,
+            minimum=settings.min_tokens.get(model, 1024),
+            min_repeats=settings.min_repeats,
+            mode=mode,
+        )
+        return request if placement is None else cache.place(request, placement)
+
+    def _notes(self, model: str, usage: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Cache reads and writes for the routing log, and the write premium as an extra
+        cost (125 % / 200 % of the input price for 5-minute / 1-hour writes)."""
+        notes = reply.cache_notes(usage)
+        created = (usage or {}).get("cache_creation") or {}
+        price = self._caching.input_price(model)
+        if notes and price is not None:
+            premium = (
+                int(created.get("ephemeral_5m_input_tokens") or 0) * cache.WRITE_PREMIUM["5m"]
+                + int(created.get("ephemeral_1h_input_tokens") or 0) * cache.WRITE_PREMIUM["1h"]
+            )
+            notes["cache_storage_usd"] = premium * price / 1_000_000
+        return notes
 
     async def complete(self, body: dict[str, Any], *, headers: Mapping[str, str]) -> Reply:
-        request = self.translate({k: v for k, v in body.items() if k != "stream"})
+        request = self.translate({k: v for k, v in body.items() if k != "stream"}, headers)
         response = await self._upstream.post("/messages", orjson.dumps(request), self._headers)
         try:
             content = await response.read(self._max_response_bytes)
@@ -75,19 +135,24 @@ class AnthropicAdapter:
             body=orjson.dumps(parsed),
             headers=_forwarded(response.headers),
             parsed=parsed,
-            notes=reply.cache_notes(message.get("usage")),
+            notes=self._notes(request["model"], message.get("usage")),
         )
 
     async def open_stream(
         self, body: dict[str, Any], *, headers: Mapping[str, str]
     ) -> AnthropicStream:
-        request = self.translate({**body, "stream": True})
+        request = self.translate({**body, "stream": True}, headers)
         response = await self._upstream.post(
             "/messages", orjson.dumps(request), {**self._headers, "accept": "text/event-stream"}
         )
         await raise_for_status(response, self._max_response_bytes)
         translator = reply.StreamTranslator(model=request["model"], created=int(time.time()))
-        return AnthropicStream(response, translator, max_event_bytes=self._max_response_bytes)
+        return AnthropicStream(
+            response,
+            translator,
+            max_event_bytes=self._max_response_bytes,
+            notes=lambda usage: self._notes(request["model"], usage),
+        )
 
     async def embed(self, body: dict[str, Any], *, headers: Mapping[str, str]) -> Reply:
         raise Unsupported("Anthropic has no embeddings API.", param="model")
@@ -102,12 +167,14 @@ class AnthropicStream:
         translator: reply.StreamTranslator,
         *,
         max_event_bytes: int,
+        notes: Callable[[Mapping[str, Any]], dict[str, Any]] = reply.cache_notes,
     ) -> None:
         self._response = response
         self._translator = translator
         self._max_event_bytes = max_event_bytes
         self.headers: Mapping[str, str] = _forwarded(response.headers)
         self._notes: dict[str, Any] = {}
+        self._make_notes = notes
         self.notes: Mapping[str, Any] = self._notes  # complete once the events are exhausted
 
     async def events(self) -> AsyncIterator[bytes]:
@@ -138,7 +205,7 @@ class AnthropicStream:
             raise UpstreamUnreachable("The upstream stream ended before it was complete.")
         for chunk in translator.finish():
             yield frame(orjson.dumps(chunk))
-        self._notes.update(translator.notes)
+        self._notes.update(self._make_notes(translator.usage))
         yield DONE_EVENT
 
     async def aclose(self) -> None:

@@ -140,3 +140,8 @@ class StreamTranslator:
                  "model": self._model, "choices": [], "usage": usage_of(self._usage)}  # fmt: skip
         self.notes = cache_notes(self._usage)
         yield usage
+
+    @property
+    def usage(self) -> Mapping[str, Any]:
+        """Anthropic's usage as it stands (cumulative)."""
+        return self._usage

@@ -300,3 +300,67 @@ def test_the_responses_api_is_bridged_to_claude(s: Stack) -> None:
     with s.client().responses.stream(model=MODEL, input="Stream it") as stream:
         text = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
         assert text == stream.get_final_response().output_text
+
+
+LONG_SYSTEM = "You are the contracts assistant. " + " ".join(
+    f"Clause {n}: deliveries of category {n % 7} are insured up to {1000 + 37 * n} euros."
+    for n in range(1, 400)
+)
+
+
+def _routes(s: Stack) -> list[dict[str, Any]]:
+    services = s.proxy.app.state.services
+
+    async def fetch() -> list[dict[str, Any]]:
+        await services.routelog.flush()
+        return [dict(r) for r in await services.db.fetchall("SELECT * FROM routes ORDER BY id")]
+
+    rows: list[dict[str, Any]] = s.proxy.call(fetch())
+    return rows
+
+
+def test_a_repeated_long_prefix_is_cached_when_it_pays(s: Stack) -> None:
+    lanes, cached = [], []
+    for i in range(3):
+        raw = s.client().chat.completions.with_raw_response.create(
+            model=MODEL,
+            messages=[{"role": "system", "content": LONG_SYSTEM},
+                      {"role": "user", "content": f"Which clause covers case {i}?"}],
+        )  # fmt: skip
+        lanes.append(raw.headers["x-costroute-lane"])
+        completion = strict(ChatCompletion, raw.http_response.json())
+        assert completion.usage is not None
+        details = completion.usage.prompt_tokens_details
+        cached.append(details.cached_tokens if details else 0)
+        system = s.sent[-1]["json"]["system"]
+        marked = [b for b in system if "cache_control" in b]
+        assert len(marked) == (0 if i == 0 else 1)  # after the first repeat, one breakpoint
+    # First sighting: nothing; second: written (125 %); third: read at 10 %.
+    assert lanes == ["realtime", "realtime+cache", "realtime+cache"]
+    assert cached[0] == 0
+    assert cached[1] == 0
+    assert cached[2] > 1000
+    write, read = _routes(s)[-2:]
+    assert write["cached_tokens"] == 0
+    assert write["saved_usd"] < 0  # the write premium, not yet earned back
+    assert read["cached_tokens"] == cached[2]
+    assert read["saved_usd"] > 0
+
+
+def test_the_callers_own_breakpoints_and_off_are_respected(s: Stack) -> None:
+    own = [{"type": "text", "text": LONG_SYSTEM + " own", "cache_control": {"type": "ephemeral"}}]
+    for _ in range(3):
+        s.client().chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "system", "content": own}, {"role": "user", "content": "q"}],
+        )
+        system = s.sent[-1]["json"]["system"]
+        assert [b.get("cache_control") for b in system] == [{"type": "ephemeral"}]
+    for _ in range(3):
+        s.client().chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "system", "content": LONG_SYSTEM + " off"},
+                      {"role": "user", "content": "q"}],
+            extra_headers={"X-Context-Cache": "off"},
+        )  # fmt: skip
+        assert all("cache_control" not in b for b in s.sent[-1]["json"]["system"])

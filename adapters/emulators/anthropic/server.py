@@ -15,7 +15,15 @@ Replies are deterministic: a tool call when tools are offered and the last turn 
 tool result (unless ``tool_choice`` is none), JSON matching ``output_config.format``'s
 schema when one is given, otherwise words derived from the conversation, cut by
 ``max_tokens`` and ``stop_sequences``. Streams follow the recorded framing, padding
-included, with a ``ping``. Not emulated yet: prompt-cache accounting (cache fields are 0),
+included, with a ``ping``.
+
+Prompt caching (providers.md 5.6): each ``cache_control`` breakpoint (in tools, system or
+messages, rendered in that order; at most 4, else 400) marks a prefix. The longest prefix
+already cached (same model, same key, within its TTL, refreshed on a hit) is read
+(``cache_read_input_tokens``); the prefix at the last breakpoint, when new and at least the
+model's minimum (1,024 tokens; 4,096 for Haiku 4.5 and Opus 4.5+), is written
+(``cache_creation_input_tokens``, split by TTL in ``cache_creation``); a shorter one is
+silently not cached. ``input_tokens`` counts only what is neither. Not emulated yet:
 Message Batches.
 """
 
@@ -65,6 +73,88 @@ class AnthropicEmulatorConfig:
     api_keys: frozenset[str] | None = None  # None: any non-empty key is accepted
     models: tuple[str, ...] = MODELS
     latency: float = 0.0
+    # The smallest cacheable prefix, by model prefix (a 2026 third-party table; unverified
+    # for models it does not name, which get the default).
+    cache_min_tokens: tuple[tuple[str, int], ...] = (
+        ("claude-haiku-4-5", 4096),
+        ("claude-opus-4-5", 4096),
+    )
+    cache_min_default: int = 1024
+
+    def cache_min(self, model: str) -> int:
+        for prefix, tokens in self.cache_min_tokens:
+            if model.startswith(prefix):
+                return tokens
+        return self.cache_min_default
+
+
+class PromptCache:
+    """Cached prefixes by (key, model, prefix hash) -> expiry on the clock."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.entries: dict[tuple[str, str, str], float] = {}
+
+    def account(
+        self, key: str, body: dict[str, Any], minimum: int
+    ) -> tuple[int, int, dict[str, int]]:
+        """(tokens read, tokens written, writes by TTL) for this request's breakpoints."""
+        prefixes = breakpoints(body)
+        if len(prefixes) > 4:
+            raise _invalid("A maximum of 4 blocks with cache_control may be provided.")
+        now = self.clock.now()
+        read = 0
+        for tokens, digest, _ in reversed(prefixes):
+            entry = (key, str(body["model"]), digest)
+            if self.entries.get(entry, 0.0) > now:
+                read = tokens
+                self.entries[entry] = now + _ttl_of(prefixes, digest)  # refreshed on a hit
+                break
+        written, by_ttl = 0, {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0}
+        if prefixes:
+            tokens, digest, ttl = prefixes[-1]
+            entry = (key, str(body["model"]), digest)
+            if tokens > read and tokens >= minimum and self.entries.get(entry, 0.0) <= now:
+                written = tokens - read
+                by_ttl["ephemeral_1h_input_tokens" if ttl == "1h" else
+                       "ephemeral_5m_input_tokens"] = written  # fmt: skip
+                self.entries[entry] = now + (3600.0 if ttl == "1h" else 300.0)
+        return read, written, by_ttl
+
+
+def _ttl_of(prefixes: list[tuple[int, str, str]], digest: str) -> float:
+    ttl = next((t for _, d, t in prefixes if d == digest), "5m")
+    return 3600.0 if ttl == "1h" else 300.0
+
+
+def breakpoints(body: dict[str, Any]) -> list[tuple[int, str, str]]:
+    """(prefix tokens, prefix hash, ttl) at each ``cache_control`` mark, in render order
+    tools -> system -> messages."""
+    blocks: list[Any] = list(body.get("tools") or [])
+    system = body.get("system")
+    if isinstance(system, list):
+        blocks += system
+    elif isinstance(system, str):
+        blocks.append({"type": "text", "text": system})
+    for message in body["messages"]:
+        content = message.get("content")
+        blocks += content if isinstance(content, list) else [{"type": "text", "text": content}]
+    out: list[tuple[int, str, str]] = []
+    digest = hashlib.sha256(str(body["model"]).encode())
+    tokens = 0
+    for block in blocks:
+        if not isinstance(block, dict):
+            continue
+        plain = {k: v for k, v in block.items() if k != "cache_control"}
+        digest.update(orjson.dumps(plain, option=orjson.OPT_SORT_KEYS))
+        tokens += count_text(text_of(plain.get("text") or plain.get("content") or "")) + (
+            count_text(orjson.dumps(plain.get("input_schema")).decode())
+            if "input_schema" in plain else 0
+        ) + 4  # fmt: skip
+        control = block.get("cache_control")
+        if isinstance(control, dict):
+            out.append((tokens, digest.hexdigest(), str(control.get("ttl") or "5m")))
+    return out
 
 
 class AnthropicError(Exception):
@@ -263,6 +353,7 @@ class _Server:
         self.clock = clock
         self.faults = FaultPlan()
         self.requests = RequestLog(1000)
+        self.cache = PromptCache(clock)
 
     async def messages(self, request: Request) -> Response:
         raw = await request.body()
@@ -283,6 +374,7 @@ class _Server:
             if body is None:
                 raise _invalid("The request body is not valid JSON.")
             message = answer(validate(body, self.config.models))
+            self._account_cache(request, body, message)
         except AnthropicError as exc:
             return _json(error_body(exc.status, exc.message), exc.status)
         if body.get("stream"):
@@ -291,6 +383,19 @@ class _Server:
             return SSEResponse(list(stream_events(message)), fault=fault, error=error,
                                headers=self._headers())  # fmt: skip
         return _json(message, 200, self._headers())
+
+    def _account_cache(
+        self, request: Request, body: dict[str, Any], message: dict[str, Any]
+    ) -> None:
+        key = request.headers.get("x-api-key") or request.headers.get("authorization", "")
+        read, written, by_ttl = self.cache.account(
+            key, body, self.config.cache_min(str(body["model"]))
+        )
+        usage = message["usage"]
+        usage["input_tokens"] = max(1, usage["input_tokens"] - read - written)
+        usage["cache_read_input_tokens"] = read
+        usage["cache_creation_input_tokens"] = written
+        usage["cache_creation"] = by_ttl
 
     def _authenticate(self, request: Request) -> None:
         key = request.headers.get("x-api-key")
