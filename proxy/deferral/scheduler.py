@@ -76,23 +76,32 @@ class Scheduler:
 
     # --- lifecycle ---------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, loops: bool = True) -> None:
+        """Reconcile, then run ``steps()`` in loops; ``loops=False`` leaves the stepping
+        to the caller (``costroute simulate`` runs the same steps on a virtual clock)."""
         self.deferral.start()
         try:
             await self.reconcile_at_startup()
         except Exception:
             log.exception("start-up reconciliation failed; the poll loop will retry it")
-        batch = self.services.settings.batch
-        tick = max(0.2, float(min(batch.flush_interval, batch.poll_interval)))
-        steps: list[tuple[str, float, Callable[[], Awaitable[Any]]]] = [
-            ("flush", max(0.2, float(batch.flush_interval)), self.flush_once),
-            ("poll", tick, self.poll_once),
-            ("guard", tick, lambda: self.guard_once(wait=False)),
-            ("webhooks", tick, self.webhooks_once),
-        ]
+        if not loops:
+            return
         self._tasks = [
             asyncio.create_task(self._loop(name, every, step), name=f"scheduler-{name}")
-            for name, every, step in steps
+            for name, every, step in self.steps()
+        ]
+
+    def steps(self, *, wait: bool = False) -> list[tuple[str, float, Callable[[], Awaitable[Any]]]]:
+        """The background steps in the order they run, each with its interval in seconds.
+        ``wait``: the guard awaits its direct sends (a simulation wants them done within
+        the step; the live loop lets them run alongside the next steps)."""
+        batch = self.services.settings.batch
+        tick = max(0.2, float(min(batch.flush_interval, batch.poll_interval)))
+        return [
+            ("flush", max(0.2, float(batch.flush_interval)), self.flush_once),
+            ("poll", tick, self.poll_once),
+            ("guard", tick, lambda: self.guard_once(wait=wait)),
+            ("webhooks", tick, self.webhooks_once),
         ]
 
     async def stop(self) -> None:
