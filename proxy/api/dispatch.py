@@ -108,6 +108,7 @@ def plan_request(
             )
         # A key's default tolerance does not apply to a caller that streams: it wants now.
         tolerance = None
+    ctx.tolerance = tolerance
     decision = plan(
         model=model,
         endpoint=endpoint,

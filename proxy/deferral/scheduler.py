@@ -287,6 +287,11 @@ class Scheduler:
             await asyncio.gather(*tasks)
         return [ticket.id for ticket, _ in moved]
 
+    @property
+    def sending(self) -> list[asyncio.Task[None]]:
+        """The direct sends in flight (a simulation waits for them between steps)."""
+        return list(self._sending.values())
+
     def _sent(self, ticket_id: str, _: asyncio.Task[None]) -> None:
         self._sending.pop(ticket_id, None)
 

@@ -285,11 +285,12 @@ class Waiting:
     provider: str
     upstream_model: str
     created_ms: int
+    deadline_ms: int
 
 
 _WAITING = (
     "id, status, lane, attempts, callback_url, request_id, key_name, endpoint, model, "
-    "provider, upstream_model, created_ms"
+    "provider, upstream_model, created_ms, deadline_ms"
 )
 # Each chunk's final states as one statement (see ``update_values``); the condition
 # on status and batch keeps a second ingest after a crash from finishing a ticket twice.

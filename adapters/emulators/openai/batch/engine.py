@@ -183,7 +183,9 @@ class BatchEngine:
         return (error("token_limit_exceeded", message),)
 
     def _finalize(self, batch: BatchRecord, when: float) -> None:
-        self._run_lines(batch, when)
+        # Every line, not ``_target``'s share: (start + t) - start may fall a hair short
+        # of t in floating point, which left the last line without a result.
+        self._run_lines(batch, when, everything=True)
         batch.move(S.FINALIZING, when)
 
     def _complete(self, batch: BatchRecord, when: float) -> None:
@@ -241,10 +243,10 @@ class BatchEngine:
             return batch.processing_time
         return self.timings.processing_time
 
-    def _run_lines(self, batch: BatchRecord, when: float) -> None:
-        target = self._target(batch, when)
+    def _run_lines(self, batch: BatchRecord, when: float, *, everything: bool = False) -> None:
         plan = batch.plan
         assert plan is not None
+        target = plan.total if everything else self._target(batch, when)
         for position in range(batch.done, target):
             index = batch.order[position]
             custom_id = plan.custom_ids[index]
