@@ -115,8 +115,10 @@ def sized_text(seed_text: str, tokens: int) -> str:
     if tokens <= 0:
         return ""
     chars = tokens * 4
-    words = reply_words(seed_text, chars // 3 + 1)
-    return " ".join(words)[:chars].rstrip().ljust(chars, ".")
+    # 32 words chosen from the prompt, repeated: a simulated day sizes 100,000 answers.
+    phrase = " ".join(reply_words(seed_text, 32)) + " "
+    text = phrase * (chars // len(phrase) + 1)
+    return text[:chars].rstrip().ljust(chars, ".")
 
 
 def embedding(text: str, dimensions: int = 16) -> list[float]:

@@ -37,6 +37,7 @@ from proxy.settings import resolve_webhook_secret
 from proxy.store import batches as bstore
 from proxy.store import tickets as tstore
 from proxy.store.jobs import Batch, BatchState, Ticket
+from proxy.store.outlook import outlook
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,25 @@ class Scheduler:
             except Exception:
                 log.exception("scheduler %s step failed; retrying", name)
             await asyncio.sleep(every)
+
+    async def next_work_ms(self) -> int | None:
+        """The earliest time (Unix ms) at which a step has work, if nothing arrives
+        meanwhile (``None``: none until something arrives). ``costroute simulate`` skips
+        the ticks before it; the live loops tick regardless."""
+        now_ms = self._now_ms()
+        ahead = await outlook(self.services.db)
+        if ahead.created_batches or ahead.realtime_tickets or self._sending:
+            return now_ms
+        margin = self.services.settings.batch.deadline_margin * 1000
+        times = [
+            ahead.next_poll_ms,
+            None if ahead.earliest_deadline_ms is None else ahead.earliest_deadline_ms - margin,
+            ahead.next_release_ms,
+            ahead.next_webhook_ms if self._secret is not None else None,
+            await self.flusher.next_due_ms(now_ms),
+        ]
+        known = [t for t in times if t is not None]
+        return min(known) if known else None
 
     def _now_ms(self) -> int:
         return int(self.services.clock.now() * 1000)

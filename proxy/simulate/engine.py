@@ -104,8 +104,11 @@ class _Texts:
         return text
 
 
+_PHRASE = " ".join(_WORDS) + " "
+
+
 def _filler(head: str, chars: int) -> str:
-    body = head + " ".join(_WORDS[i % len(_WORDS)] for i in range(chars // 5 + 1))
+    body = head + _PHRASE * (chars // len(_PHRASE) + 1)
     return body[:chars].ljust(chars, ".")
 
 
@@ -139,7 +142,9 @@ class Engine:
         start: float = DEFAULT_START,
         quantum: float = 1.0,
         progress: Callable[[str], None] | None = None,
+        skip_idle: bool = True,
     ) -> None:
+        self.skip_idle = skip_idle
         self.seed = scenario.seed if seed is None else seed
         self.workload = list(workload)
         self.scenario = scenario
@@ -215,12 +220,13 @@ class Engine:
             *scheduler.steps(wait=False),
             ("upkeep", MAINTENANCE_INTERVAL, upkeep.run_once),
         ]
+        skippable = [name != "upkeep" for name, _, _ in steps]
         due = [self.start for _ in steps]
         arrivals = deque(enumerate(self.workload))
         longest = max((r.tolerance or 0 for r in self.workload), default=0)
         last = self.workload[-1].at if self.workload else 0.0
         horizon = self.start + last + longest + 86_400
-        report_every, next_report = 3600.0, self.start + 3600.0
+        next_report = self.start + 3600.0
         while True:
             moments = list(due)
             if arrivals:
@@ -234,11 +240,18 @@ class Engine:
                 break
             clock.set(now)
             clock.wake_due()
+            arrived = False
             while arrivals and self._arrival_time(arrivals[0][1]) <= now:
                 index, request = arrivals.popleft()
                 self._launch(client, index, request)
+                arrived = True
             await self._settle(scheduler)
-            ran_poll = False
+            if arrived:
+                # New tickets may be due sooner than the skip planned: tick as live.
+                for i, (_, every, _) in enumerate(steps):
+                    if skippable[i]:
+                        due[i] = min(due[i], self._grid(now, every))
+            ran = False
             for i, (name, every, step) in enumerate(steps):
                 if due[i] > now:
                     continue
@@ -248,20 +261,45 @@ class Engine:
                     log.exception("simulated %s step failed; it runs again next time", name)
                 self.step_counts[name] = self.step_counts.get(name, 0) + 1
                 due[i] = now + every
-                ran_poll = ran_poll or name == "poll"
+                ran = ran or skippable[i]
                 await self._settle(scheduler)
+            soon = bool(arrivals) and self._arrival_time(arrivals[0][1]) <= now + min(
+                every for (_, every, _), ok in zip(steps, skippable, strict=True) if ok
+            )
+            if ran and self.skip_idle and not soon:  # (an arrival by then ticks anyway)
+                await self._skip_idle(scheduler, steps, skippable, due)
             if now >= next_report:
                 hours = (now - self.start) / 3600
                 self.progress(f"{hours:5.1f} h simulated, {len(self.sent)} requests sent")
-                next_report = now + report_every
+                next_report = now + 3600.0
+            idle = all(math.isinf(d) for d, ok in zip(due, skippable, strict=True) if ok)
             if (
-                ran_poll
+                (ran or idle)
                 and not arrivals
                 and not self._busy(scheduler)
                 and clock.next_wake() is None
                 and await outcomes.unfinished_tickets(services.db) == 0
             ):
                 break
+
+    async def _skip_idle(
+        self,
+        scheduler: Scheduler,
+        steps: Sequence[tuple[str, float, Callable[[], Any]]],
+        skippable: Sequence[bool],
+        due: list[float],
+    ) -> None:
+        """Move the scheduler steps' next run to the first tick at which one of them has
+        work (``Scheduler.next_work_ms``): the ticks skipped would have done nothing."""
+        work_ms = await scheduler.next_work_ms()
+        when = math.inf if work_ms is None else work_ms / 1000
+        for i, (_, every, _) in enumerate(steps):
+            if skippable[i] and when > due[i]:
+                due[i] = self._grid(when, every) if math.isfinite(when) else math.inf
+
+    def _grid(self, at: float, every: float) -> float:
+        """The first tick of a step with interval ``every`` at or after ``at``."""
+        return self.start + math.ceil((at - self.start) / every - 1e-9) * every
 
     def _arrival_time(self, request: Request) -> float:
         return self.start + math.ceil(request.at / self.quantum - 1e-9) * self.quantum
@@ -335,6 +373,7 @@ async def simulate(
     start: float = DEFAULT_START,
     quantum: float = 1.0,
     progress: Callable[[str], None] | None = None,
+    skip_idle: bool = True,
 ) -> Run:
     engine = Engine(
         settings,
@@ -345,5 +384,6 @@ async def simulate(
         start=start,
         quantum=quantum,
         progress=progress,
+        skip_idle=skip_idle,
     )
     return await engine.run()

@@ -2,7 +2,7 @@
 
 - ``seed-guide``: the README's case, 1,000 GPT-4o requests a day of 800 prompt and 400
   completion tokens, with a realistic tolerance mix: a chat front end that wants answers
-  now, a support tool that can wait minutes, summaries within a couple of hours, and
+  now, a support tool that can wait a few minutes, summaries within a couple of hours, and
   nightly reports within the day. Traffic follows office hours (UTC).
 - ``mixed-day``: 3,000 requests across OpenAI (gpt-4o-mini, o4-mini on flex, embeddings),
   Gemini (document Q&A over 8 long shared prefixes of 6,000-16,000 tokens), Anthropic
@@ -42,7 +42,7 @@ def _pick(rng: random.Random, mix: Mix) -> tuple[str, int | None]:
 SEED_GUIDE_MIX: Mix = [
     (0.30, "chat-app", None),  # interactive: wants the answer now
     (0.10, "support", 5 * 60),
-    (0.10, "support", 30 * 60),
+    (0.10, "support", 15 * 60),
     (0.20, "summaries", 2 * 3600),
     (0.20, "reports", 8 * 3600),
     (0.10, "reports", 24 * 3600),
@@ -54,9 +54,7 @@ def seed_guide(seed: int = 17) -> list[Request]:
     requests = []
     for _ in range(1000):
         key, tolerance = _pick(rng, SEED_GUIDE_MIX)
-        requests.append(
-            Request(_arrival(rng), key, "gpt-4o", 800, 400, tolerance=tolerance)
-        )
+        requests.append(Request(_arrival(rng), key, "gpt-4o", 800, 400, tolerance=tolerance))
     return sorted(requests, key=lambda r: r.at)
 
 
@@ -68,41 +66,89 @@ def mixed_day(seed: int = 17) -> list[Request]:
         requests.extend(make() for _ in range(count))
 
     def openai_mini() -> Request:
-        key, tolerance = _pick(rng, [(0.35, "app", None), (0.15, "app", 10 * 60),
-                                     (0.25, "pipeline", 3 * 3600), (0.25, "pipeline", 12 * 3600)])  # fmt: skip
-        return Request(_arrival(rng), key, "gpt-4o-mini", rng.randint(300, 2500),
-                       rng.randint(80, 600), tolerance=tolerance)  # fmt: skip
+        key, tolerance = _pick(
+            rng,
+            [
+                (0.35, "app", None),
+                (0.15, "app", 10 * 60),
+                (0.25, "pipeline", 3 * 3600),
+                (0.25, "pipeline", 12 * 3600),
+            ],
+        )
+        return Request(
+            _arrival(rng),
+            key,
+            "gpt-4o-mini",
+            rng.randint(300, 2500),
+            rng.randint(80, 600),
+            tolerance=tolerance,
+        )
 
     def openai_flex() -> Request:
-        key, tolerance = _pick(rng, [(0.3, "agents", None), (0.4, "agents", 5 * 60),
-                                     (0.3, "agents", 30 * 60)])  # fmt: skip
-        return Request(_arrival(rng), key, "o4-mini", rng.randint(500, 3000),
-                       rng.randint(200, 1500), tolerance=tolerance)  # fmt: skip
+        key, tolerance = _pick(
+            rng, [(0.3, "agents", None), (0.4, "agents", 5 * 60), (0.3, "agents", 30 * 60)]
+        )
+        return Request(
+            _arrival(rng),
+            key,
+            "o4-mini",
+            rng.randint(500, 3000),
+            rng.randint(200, 1500),
+            tolerance=tolerance,
+        )
 
     def embeddings() -> Request:
-        return Request(_arrival(rng), "indexer", "text-embedding-3-small", rng.randint(200, 900),
-                       0, tolerance=4 * 3600, endpoint=EMBEDDINGS)  # fmt: skip
+        return Request(
+            _arrival(rng),
+            "indexer",
+            "text-embedding-3-small",
+            rng.randint(200, 900),
+            0,
+            tolerance=4 * 3600,
+            endpoint=EMBEDDINGS,
+        )
 
     documents = [(f"doc-{n}", rng.randint(6000, 16000)) for n in range(8)]
 
     def gemini() -> Request:
         group, size = rng.choice(documents)
-        key, tolerance = _pick(rng, [(0.4, "docs-qa", None), (0.3, "docs-qa", 3600),
-                                     (0.3, "docs-batch", 6 * 3600)])  # fmt: skip
-        return Request(_arrival(rng), key, "gemini-2.5-flash", size + rng.randint(50, 400),
-                       rng.randint(100, 500), tolerance=tolerance, prefix=group,
-                       prefix_tokens=size)  # fmt: skip
+        key, tolerance = _pick(
+            rng, [(0.4, "docs-qa", None), (0.3, "docs-qa", 3600), (0.3, "docs-batch", 6 * 3600)]
+        )
+        return Request(
+            _arrival(rng),
+            key,
+            "gemini-2.5-flash",
+            size + rng.randint(50, 400),
+            rng.randint(100, 500),
+            tolerance=tolerance,
+            prefix=group,
+            prefix_tokens=size,
+        )
 
     def claude() -> Request:
         key, tolerance = _pick(rng, [(0.6, "assistant", None), (0.4, "assistant", 4 * 3600)])
-        return Request(_arrival(rng), key, "claude-sonnet-4-5", rng.randint(500, 4000),
-                       rng.randint(200, 800), tolerance=tolerance)  # fmt: skip
+        return Request(
+            _arrival(rng),
+            key,
+            "claude-sonnet-4-5",
+            rng.randint(500, 4000),
+            rng.randint(200, 800),
+            tolerance=tolerance,
+        )
 
     def deepseek() -> Request:
-        key, tolerance = _pick(rng, [(0.4, "crawler", None), (0.3, "crawler", 2 * 3600),
-                                     (0.3, "crawler", 12 * 3600)])  # fmt: skip
-        return Request(_arrival(rng), key, "deepseek-v4-flash", rng.randint(400, 3000),
-                       rng.randint(100, 800), tolerance=tolerance)  # fmt: skip
+        key, tolerance = _pick(
+            rng, [(0.4, "crawler", None), (0.3, "crawler", 2 * 3600), (0.3, "crawler", 12 * 3600)]
+        )
+        return Request(
+            _arrival(rng),
+            key,
+            "deepseek-v4-flash",
+            rng.randint(400, 3000),
+            rng.randint(100, 800),
+            tolerance=tolerance,
+        )
 
     add(900, openai_mini)
     add(300, openai_flex)
@@ -119,8 +165,13 @@ WORKLOADS: dict[str, Callable[[], list[Request]]] = {
 }
 
 
+def shipped_file(filename: str) -> Path:
+    return Path(str(resources.files("proxy.data").joinpath(f"simulate/{filename}")))
+
+
 def shipped_path(name: str) -> Path:
-    return Path(str(resources.files("proxy.data").joinpath(f"simulate/{name}.jsonl")))
+    """A shipped workload's file."""
+    return shipped_file(f"{name}.jsonl")
 
 
 def main() -> int:

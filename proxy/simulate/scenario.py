@@ -44,7 +44,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from proxy.durations import DurationError, parse_duration
 from proxy.settings import ConfigError, PriceWindow
 
-SHIPPED = ("nominal", "slow")
+SHIPPED = ("nominal", "typical", "slow")
 BATCH_WINDOW = 86_400.0  # every provider's batch completion window
 _Z95 = 1.6448536269514722
 

@@ -136,5 +136,7 @@ def _models(settings: Settings, provider: str, provider_type: str) -> tuple[str,
     """The emulator's model list plus every configured upstream model of the provider, so
     a workload can name any model the operator configured."""
     base = OpenAIEmulatorConfig(flavour="deepseek" if provider_type == "deepseek" else "openai")
-    names = {settings.upstream_model(m) for m, c in settings.models.items() if c.provider == provider}
+    names = {
+        settings.upstream_model(m) for m, c in settings.models.items() if c.provider == provider
+    }
     return tuple(dict.fromkeys([*base.models, *sorted(names)]))
