@@ -58,10 +58,14 @@ def create_app(
     environ: Mapping[str, str] | None = None,
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
     tune_gc: bool = False,
+    loops: bool = True,
 ) -> Starlette:
     """``transports`` replaces a provider's aiohttp pool (by provider name) in tests.
     ``tune_gc`` (``costroute serve``): the collector settings of ``proxy.api.gc_tuning``,
-    applied once start-up is done; process-wide, so not for apps made inside tests."""
+    applied once start-up is done; process-wide, so not for apps made inside tests.
+    ``loops=False``: the scheduler's and the providers' background steps are built but not
+    run on timers; whoever made the app steps them (``costroute simulate``, on a virtual
+    clock, through ``Scheduler.steps()`` and ``Upkeep.run_once()``)."""
     authenticator = Authenticator(resolve_client_keys(settings, environ))
     provider_keys = {
         name: resolve_provider_key(name, provider, environ)
@@ -92,8 +96,9 @@ def create_app(
         app.state.services = services
         routelog.start()
         await maintenance.reconcile()
-        maintenance.start()
-        await scheduler.start()
+        if loops:
+            maintenance.start()
+        await scheduler.start(loops=loops)
         if tune_gc:
             tune_for_serving()
         try:

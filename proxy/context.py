@@ -3,7 +3,8 @@ from handlers as ``request.app.state.services``; the caller as ``request.state.c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,3 +45,6 @@ class Services:
     batch: dict[str, BatchLane] = field(default_factory=dict)
     # Feature services that later modules attach (deferral queue, scheduler, metrics...).
     extras: dict[str, Any] = field(default_factory=dict)
+    # How the retry policy waits between attempts (``costroute simulate`` waits on its
+    # virtual clock instead of the wall clock).
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep

@@ -8,6 +8,7 @@ small per-message overhead, and replies are derived from a hash of the prompt.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -92,6 +93,32 @@ def reply_text(seed_text: str, max_tokens: int | None = None) -> str:
     if max_tokens is not None:
         length = max(1, min(length, max_tokens))
     return " ".join(reply_words(seed_text, length))
+
+
+# ``[emulator:reply N]`` anywhere in a prompt asks for a text answer of exactly N tokens
+# (before any max_tokens cap): how ``costroute simulate`` gives each request of a
+# workload its completion size. Without it, answers are 8-24 words.
+REPLY_MARKER = re.compile(r"\[emulator:reply (\d{1,6})\]")
+
+
+def answer_text(seed_text: str) -> str:
+    """The text answer to a prompt (``seed_text`` holds the prompt): ``reply_text``, or
+    exactly the size a ``REPLY_MARKER`` in it asks for."""
+    found = REPLY_MARKER.search(seed_text)
+    if found is None:
+        return reply_text(seed_text)
+    return sized_text(seed_text, int(found.group(1)))
+
+
+def sized_text(seed_text: str, tokens: int) -> str:
+    """Words from ``seed_text`` whose ``count_text`` is exactly ``tokens``."""
+    if tokens <= 0:
+        return ""
+    chars = tokens * 4
+    # 32 words chosen from the prompt, repeated: a simulated day sizes 100,000 answers.
+    phrase = " ".join(reply_words(seed_text, 32)) + " "
+    text = phrase * (chars // len(phrase) + 1)
+    return text[:chars].rstrip().ljust(chars, ".")
 
 
 def embedding(text: str, dimensions: int = 16) -> list[float]:

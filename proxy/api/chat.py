@@ -47,7 +47,9 @@ async def chat_completions(request: Request, ctx: LogContext) -> Response:
         upstream_started = time.perf_counter()
         try:
             stream, ctx.attempts = await call_with_retries(
-                lambda: adapter.open_stream(body, headers=passed), services.settings.retry
+                lambda: adapter.open_stream(body, headers=passed),
+                services.settings.retry,
+                sleep=services.sleep,
             )
         except AdapterError as error:
             raise UpstreamFailure(error) from None

@@ -108,6 +108,7 @@ def plan_request(
             )
         # A key's default tolerance does not apply to a caller that streams: it wants now.
         tolerance = None
+    ctx.tolerance = tolerance
     decision = plan(
         model=model,
         endpoint=endpoint,
@@ -134,7 +135,7 @@ async def complete(
     budget = float(server.flex_timeout if decision.lane is Lane.FLEX else server.upstream_timeout)
     try:
         reply, ctx.attempts = await call_with_retries(
-            lambda: within(budget, call), services.settings.retry
+            lambda: within(budget, call), services.settings.retry, sleep=services.sleep
         )
     except AdapterError as error:
         ctx.upstream_ms = (time.perf_counter() - started) * 1000.0

@@ -135,7 +135,9 @@ async def _bridged(
         started = time.perf_counter()
         try:
             stream, ctx.attempts = await call_with_retries(
-                lambda: adapter.open_stream(chat_body, headers={}), services.settings.retry
+                lambda: adapter.open_stream(chat_body, headers={}),
+                services.settings.retry,
+                sleep=services.sleep,
             )
         except AdapterError as error:
             raise UpstreamFailure(error) from None
@@ -213,7 +215,9 @@ async def _stream(
     started = time.perf_counter()
     try:
         stream, ctx.attempts = await call_with_retries(
-            lambda: adapter.open_response_stream(body, headers={}), services.settings.retry
+            lambda: adapter.open_response_stream(body, headers={}),
+            services.settings.retry,
+            sleep=services.sleep,
         )
     except AdapterError as error:
         raise UpstreamFailure(error) from None

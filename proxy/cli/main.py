@@ -66,9 +66,10 @@ def _command_modules() -> list[Any]:
     from proxy.cli import bench as bench_cli
     from proxy.cli import demo
     from proxy.cli import flush as flush_cli
+    from proxy.cli import simulate as simulate_cli
     from proxy.costs import estimate, reports
 
-    return [bench_cli, demo, estimate, flush_cli, reports]
+    return [bench_cli, demo, estimate, flush_cli, reports, simulate_cli]
 
 
 # --- serve ---------------------------------------------------------------------------

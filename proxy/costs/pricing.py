@@ -262,6 +262,10 @@ class Pricer:
         dated = self._dated_windows(provider, provider_type)
         return dated.windows[dated.index(at)]
 
+    def multiplier(self, provider: str, provider_type: str, at: float) -> float:
+        """The price-window multiplier for ``provider`` at ``at``."""
+        return self._multiplier(provider, provider_type, at)
+
     def storage_cost(
         self, provider_type: str, model: str, *, tokens: int, seconds: float, at: float
     ) -> float | None:

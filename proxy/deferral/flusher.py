@@ -5,7 +5,8 @@ file holds one model. A group is due when it holds ``batch.flush_lines`` tickets
 oldest ticket has waited ``batch.max_wait``, when a deadline leaves no more room than
 ``batch.min_tolerance``, or when a flush is forced. A due group is held while its model
 (or, with ``batch_limit_scope = "provider"``, its provider) has ``max_active_batches`` live
-batches, while the model's ``enqueued_token_budget`` is used up, or for a while after the
+batches (unless a deadline needs it: then a further batch beats the deadline guard's full
+price), while the model's ``enqueued_token_budget`` is used up, or for a while after the
 provider refused a batch for its token limit. A forced flush means "send everything now":
 a group it found held stays due (its tickets queued before the force) and goes at the
 first flush tick after its limit frees, not at its next ``max_wait``.
@@ -35,6 +36,8 @@ from proxy.store.jobs import Batch, new_batch_id
 log = logging.getLogger(__name__)
 
 METADATA_KEY = "costroute_batch_id"
+# Why a group is due when its earliest deadline leaves no more room than min_tolerance.
+URGENT = "a deadline needs it"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +98,10 @@ class Flusher:
             live = await bstore.live_by_model(db)
             for group in await bstore.queued_groups(db):
                 key = (group.provider, group.model, group.endpoint)
-                if key in skip or self._due(group, now_ms, force) is None:
+                due = self._due(group, now_ms, force)
+                if key in skip or due is None:
                     continue
-                skip_reason = await self._blocked(group, live, now_ms)
+                skip_reason = await self._blocked(group, live, now_ms, urgent=due == URGENT)
                 if skip_reason is not None:
                     held.append(f"{group.model} {group.endpoint}: {skip_reason}")
                     skip.add(key)
@@ -154,17 +158,52 @@ class Flusher:
             return f"oldest ticket waited batch.max_wait {format_duration(batch.max_wait)}"
         room = (batch.min_tolerance + batch.flush_interval) * 1000
         if group.earliest_deadline_ms - now_ms <= room:
-            return "a deadline needs it"
+            return URGENT
         return None
 
+    async def next_due_ms(self, now_ms: int) -> int | None:
+        """The earliest time (Unix ms) at which ``flush`` would submit something, if
+        nothing arrives meanwhile; ``None``: only a finished batch can free what is
+        waiting. For a caller that skips idle ticks (``costroute simulate``)."""
+        batch = self.services.settings.batch
+        live = await bstore.live_by_model(self.services.db)
+        found: int | None = None
+        for group in await bstore.queued_groups(self.services.db):
+            forced = self._forced_ms is not None and group.oldest_ms <= self._forced_ms
+            if forced or group.count >= batch.flush_lines:
+                at = now_ms
+            else:
+                room = (batch.min_tolerance + batch.flush_interval) * 1000
+                at = min(group.oldest_ms + batch.max_wait * 1000, group.earliest_deadline_ms - room)
+            cooldown = self.cooldown.get((group.provider, group.model), 0)
+            if cooldown > max(at, now_ms):
+                at = cooldown  # held until then, whatever else holds it
+            elif at <= now_ms and await self._blocked(
+                group, live, now_ms, urgent=self._due(group, now_ms, False) == URGENT
+            ):
+                continue  # held by live batches: a poll that ends one frees it
+            found = at if found is None else min(found, at)
+        return found
+
     async def _blocked(
-        self, group: bstore.Group, live: dict[tuple[str, str], int], now_ms: int
+        self,
+        group: bstore.Group,
+        live: dict[tuple[str, str], int],
+        now_ms: int,
+        *,
+        urgent: bool = False,
     ) -> str | None:
+        """Why ``group`` must wait, or None. An urgent group (a deadline needs it)
+        is not held by ``max_active_batches``: that cap is costroute's own pacing (the
+        providers' real limits are the enqueued tokens below), and holding the group
+        behind a slow batch only hands its tickets to the deadline guard at full price
+        (``costroute simulate`` measured it: a one-hour batch tail escalated a tenth of
+        a day's deferred requests)."""
         lane = self.services.batch.get(group.provider)
         if lane is None:
             return f"no batch adapter for provider {group.provider}"
         provider = self.services.settings.providers[group.provider]
-        limit = provider.max_active_batches
+        limit = 1 << 30 if urgent else provider.max_active_batches
         if (provider.batch_limit_scope or lane.limits.quota_scope) == "provider":
             used = sum(n for (p, _), n in live.items() if p == group.provider)
             if used >= limit:

@@ -312,7 +312,9 @@ async def send_direct(services: Services, ticket: Ticket, body: bytes) -> bool:
         return await adapter.complete(request, headers={})
 
     try:
-        reply, attempts = await call_with_retries(call, services.settings.retry)
+        reply, attempts = await call_with_retries(
+            call, services.settings.retry, sleep=services.sleep
+        )
     except AdapterError as exc:
         tries = int(getattr(exc, "attempts", 1) or 1)
         log.warning("ticket %s: direct send failed: %s", ticket.id, exc.message)

@@ -37,6 +37,7 @@ from proxy.settings import resolve_webhook_secret
 from proxy.store import batches as bstore
 from proxy.store import tickets as tstore
 from proxy.store.jobs import Batch, BatchState, Ticket
+from proxy.store.outlook import outlook
 
 log = logging.getLogger(__name__)
 
@@ -76,23 +77,32 @@ class Scheduler:
 
     # --- lifecycle ---------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, loops: bool = True) -> None:
+        """Reconcile, then run ``steps()`` in loops; ``loops=False`` leaves the stepping
+        to the caller (``costroute simulate`` runs the same steps on a virtual clock)."""
         self.deferral.start()
         try:
             await self.reconcile_at_startup()
         except Exception:
             log.exception("start-up reconciliation failed; the poll loop will retry it")
-        batch = self.services.settings.batch
-        tick = max(0.2, float(min(batch.flush_interval, batch.poll_interval)))
-        steps: list[tuple[str, float, Callable[[], Awaitable[Any]]]] = [
-            ("flush", max(0.2, float(batch.flush_interval)), self.flush_once),
-            ("poll", tick, self.poll_once),
-            ("guard", tick, lambda: self.guard_once(wait=False)),
-            ("webhooks", tick, self.webhooks_once),
-        ]
+        if not loops:
+            return
         self._tasks = [
             asyncio.create_task(self._loop(name, every, step), name=f"scheduler-{name}")
-            for name, every, step in steps
+            for name, every, step in self.steps()
+        ]
+
+    def steps(self, *, wait: bool = False) -> list[tuple[str, float, Callable[[], Awaitable[Any]]]]:
+        """The background steps in the order they run, each with its interval in seconds.
+        ``wait``: the guard awaits its direct sends (a simulation wants them done within
+        the step; the live loop lets them run alongside the next steps)."""
+        batch = self.services.settings.batch
+        tick = max(0.2, float(min(batch.flush_interval, batch.poll_interval)))
+        return [
+            ("flush", max(0.2, float(batch.flush_interval)), self.flush_once),
+            ("poll", tick, self.poll_once),
+            ("guard", tick, lambda: self.guard_once(wait=wait)),
+            ("webhooks", tick, self.webhooks_once),
         ]
 
     async def stop(self) -> None:
@@ -123,6 +133,25 @@ class Scheduler:
             except Exception:
                 log.exception("scheduler %s step failed; retrying", name)
             await asyncio.sleep(every)
+
+    async def next_work_ms(self) -> int | None:
+        """The earliest time (Unix ms) at which a step has work, if nothing arrives
+        meanwhile (``None``: none until something arrives). ``costroute simulate`` skips
+        the ticks before it; the live loops tick regardless."""
+        now_ms = self._now_ms()
+        ahead = await outlook(self.services.db)
+        if ahead.created_batches or ahead.realtime_tickets or self._sending:
+            return now_ms
+        margin = self.services.settings.batch.deadline_margin * 1000
+        times = [
+            ahead.next_poll_ms,
+            None if ahead.earliest_deadline_ms is None else ahead.earliest_deadline_ms - margin,
+            ahead.next_release_ms,
+            ahead.next_webhook_ms if self._secret is not None else None,
+            await self.flusher.next_due_ms(now_ms),
+        ]
+        known = [t for t in times if t is not None]
+        return min(known) if known else None
 
     def _now_ms(self) -> int:
         return int(self.services.clock.now() * 1000)
@@ -277,6 +306,11 @@ class Scheduler:
         if wait and tasks:
             await asyncio.gather(*tasks)
         return [ticket.id for ticket, _ in moved]
+
+    @property
+    def sending(self) -> list[asyncio.Task[None]]:
+        """The direct sends in flight (a simulation waits for them between steps)."""
+        return list(self._sending.values())
 
     def _sent(self, ticket_id: str, _: asyncio.Task[None]) -> None:
         self._sending.pop(ticket_id, None)

@@ -167,4 +167,5 @@ def _fields(
         "baseline_usd": cost[1] if cost else None,
         "saved_usd": cost[2] if cost else None,
         "cache_name": cache_name,
+        "tolerance_s": ctx.tolerance,
     }

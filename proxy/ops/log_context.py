@@ -34,6 +34,8 @@ class LogContext:
     stream: bool = False
     attempts: int = 1
     upstream_ms: float | None = None
+    # The latency tolerance the request was planned with (seconds; None: none).
+    tolerance: int | None = None
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0

@@ -10,6 +10,7 @@ late line for a ticket the deadline guard took over is ignored).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -285,11 +286,12 @@ class Waiting:
     provider: str
     upstream_model: str
     created_ms: int
+    deadline_ms: int
 
 
 _WAITING = (
     "id, status, lane, attempts, callback_url, request_id, key_name, endpoint, model, "
-    "provider, upstream_model, created_ms"
+    "provider, upstream_model, created_ms, deadline_ms"
 )
 # Each chunk's final states as one statement (see ``update_values``); the condition
 # on status and batch keeps a second ingest after a crash from finishing a ticket twice.
@@ -338,6 +340,7 @@ async def apply_outcomes(
         results: list[tuple[str, bytes]] = []
         retries: list[str] = []
         events: list[tuple[str, int, str | None, str, str]] = []
+        late: list[tuple[float, str]] = []
         for ticket in rows:
             outcome = by_id[ticket.id]
             if ticket.status != "submitted":
@@ -345,8 +348,12 @@ async def apply_outcomes(
                 # to say. Taken over by the deadline guard: a late result, logged.
                 if ticket.lane == "realtime":
                     applied.ignored.append((ticket.id, ticket.status))
-                    events.append((ticket.id, now_ms, ticket.status, ticket.status,
-                                   f"late result from {batch_id} ignored"))  # fmt: skip
+                    note = f"late result from {batch_id} ignored"
+                    billed = _late_cost(ticket, outcome, price)
+                    if billed is not None:
+                        late.append((billed, ticket.id))
+                        note += f"; the provider bills it: ${billed:.6f} added to its cost"
+                    events.append((ticket.id, now_ms, ticket.status, ticket.status, note))
                 continue
             status = outcome.status
             if status is TicketStatus.QUEUED and not refund and ticket.attempts >= max_attempts:
@@ -381,10 +388,40 @@ async def apply_outcomes(
                 [int(refund), now_ms, batch_id, *part],
             )
         await add_events(conn, events)
+        if late:
+            # The request's final row (written with the direct send, at the ticket's
+            # finished_ms) and the ticket carry what the provider bills for both sends.
+            await conn.executemany(_ADD_LATE_TO_ROUTE, late)
+            await conn.executemany(_ADD_LATE_TO_TICKET, late)
         await add_webhooks(conn, [t for t, _ in applied.final if t.callback_url], now_ms)
         if route is not None:
             await insert_routes(conn, [route(t, o) for t, o in applied.final])
     return applied
+
+
+# (cost, ticket id). The final row is found by its time (the ticket's finished_ms, on
+# the routes_ts index), then by ticket; SET reads the old cost on the right-hand side.
+_ADD_LATE_TO_ROUTE = (
+    "UPDATE routes SET cost_usd = COALESCE(cost_usd, 0) + ?1, "
+    "saved_usd = COALESCE(baseline_usd, 0) - COALESCE(cost_usd, 0) - ?1 "
+    "WHERE ts_ms = (SELECT finished_ms FROM tickets WHERE id = ?2) "
+    "AND ticket_id = ?2 AND status != 202"
+)
+_ADD_LATE_TO_TICKET = (
+    "UPDATE tickets SET cost_usd = COALESCE(cost_usd, 0) + ?1, "
+    "saved_usd = COALESCE(baseline_usd, 0) - COALESCE(cost_usd, 0) - ?1 WHERE id = ?2"
+)
+
+
+def _late_cost(
+    ticket: Waiting, outcome: Outcome, price: Callable[[TicketFacts, Outcome], Outcome] | None
+) -> float | None:
+    """What a batch line the deadline guard already sent directly still costs: the
+    provider ran it and bills it at the batch price."""
+    if price is None or outcome.status is not TicketStatus.COMPLETED:
+        return None
+    cost = price(dataclasses.replace(ticket, lane="batch"), outcome).cost
+    return None if cost is None else cost[0]
 
 
 async def _waiting(conn: aiosqlite.Connection, batch_id: str, ids: list[str]) -> list[Waiting]:

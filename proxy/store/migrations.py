@@ -254,4 +254,10 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX user_batch_lines_ticket ON user_batch_lines(ticket_id);
         """,
     ),
+    (
+        "0008_routes_tolerance",
+        """
+        ALTER TABLE routes ADD COLUMN tolerance_s INTEGER;
+        """,
+    ),
 ]

@@ -44,6 +44,7 @@ def accepted(item: NewTicket, ticket_id: str, replayed: bool) -> tuple[Any, ...]
         reason=f"idempotent replay of {ticket_id}" if replayed else item.reason,
         status=202,
         ticket_id=ticket_id,
+        tolerance_s=_tolerance(item.created_ms, item.deadline_ms),
     )
 
 
@@ -75,4 +76,9 @@ def final(ticket: TicketFacts, outcome: Outcome, *, now_ms: int) -> tuple[Any, .
         baseline_usd=cost[1],
         saved_usd=cost[2],
         ticket_id=ticket.id,
+        tolerance_s=_tolerance(ticket.created_ms, ticket.deadline_ms),
     )
+
+
+def _tolerance(created_ms: int, deadline_ms: int) -> int | None:
+    return max(deadline_ms - created_ms, 0) // 1000 or None

@@ -33,6 +33,9 @@ COLUMNS: tuple[str, ...] = (
     "saved_usd",
     "ticket_id",
     "cache_name",
+    # The caller's latency tolerance in seconds (None: none given), so the theoretical
+    # best can be worked out from the log alone (``proxy.costs.best``).
+    "tolerance_s",
 )
 _INSERT = f"INSERT INTO routes ({', '.join(COLUMNS)})"
 

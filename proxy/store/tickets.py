@@ -344,6 +344,15 @@ async def escalate_due(
     """Deadline guard and off-peak release: move tickets that must go out now to
     ``realtime``. Returns each moved ticket (as it was) with the reason."""
     moved: list[tuple[Ticket, str]] = []
+    # One read first: most ticks find nothing, and then take no write lock at all.
+    found = await db.fetchone(
+        "SELECT EXISTS (SELECT 1 FROM tickets WHERE status IN ('queued', 'submitted') "
+        "AND deadline_ms <= ?) OR EXISTS (SELECT 1 FROM tickets WHERE status = 'queued' "
+        "AND lane IN ('offpeak', 'realtime') AND not_before_ms <= ?)",
+        (now_ms + margin_ms, now_ms),
+    )
+    if found is None or not found[0]:
+        return moved
     async with db.transaction() as conn:
         async with conn.execute(
             "SELECT id FROM tickets WHERE status IN ('queued', 'submitted') "

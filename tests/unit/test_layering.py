@@ -22,6 +22,9 @@ PROXY_FLOORS: list[tuple[str, ...]] = [
     ("proxy.ops",),  # routing log, metrics, alerts, admin queries, the ops page
     ("proxy.api",),  # the HTTP surface
     ("proxy.app",),  # wiring
+    # ``costroute simulate``: builds the real app (proxy.app) in front of the emulators
+    # and steps its scheduler on a virtual clock; only the commands use it.
+    ("proxy.simulate",),
     ("proxy.cli", "proxy.__main__"),  # commands
 ]
 PROXY_SIDEWAYS = {("proxy.auth", "proxy.context"), ("proxy.__main__", "proxy.cli")}

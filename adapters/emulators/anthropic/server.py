@@ -46,7 +46,7 @@ from adapters.clock import Clock, SystemClock
 from adapters.emulators.control import RequestLog, control_routes
 from adapters.emulators.faults import Fault, FaultPlan
 from adapters.emulators.schema_sample import sample
-from adapters.emulators.tokens import count_text, reply_text, text_of
+from adapters.emulators.tokens import answer_text, count_text, text_of
 from adapters.emulators.transport import DroppedResponse, SSEResponse, quiet_uvicorn_drops
 
 FIELDS = frozenset(
@@ -264,7 +264,7 @@ def answer(body: dict[str, Any]) -> dict[str, Any]:
         if fmt.get("type") == "json_schema":
             text = orjson.dumps(sample(fmt.get("schema"), seed)).decode()
         else:
-            text = reply_text(seed)
+            text = answer_text(seed)
         for stop in body.get("stop_sequences") or []:
             if stop and stop in text:
                 text, stop_reason, stop_sequence = text[: text.index(stop)], "stop_sequence", stop

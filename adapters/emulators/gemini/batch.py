@@ -20,6 +20,7 @@ refused 429 ``RESOURCE_EXHAUSTED`` (the real quota's values are unpublished).
 from __future__ import annotations
 
 import json
+import random
 import secrets
 import string
 from dataclasses import dataclass, replace
@@ -159,10 +160,13 @@ class BatchStore:
         now = self._clock.now()
         config = self._config
         done_at = config.batch_complete_after
+        if config.batch_turnaround is not None:
+            done_at = config.batch_turnaround(batch.seq)
         if done_at is not None and done_at < config.batch_expire_after:
             when = batch.create_time + done_at
             if now >= when:
-                results = tuple(self._run(batch, item) for item in batch.requests)
+                rng = random.Random(f"gemini-batch/{batch.seq}")
+                results = tuple(self._run(batch, item, rng) for item in batch.requests)
                 responses_file = None
                 if batch.input_file is not None:
                     responses_file = self._write_output(batch, results)
@@ -209,9 +213,12 @@ class BatchStore:
         name = "files/batch-" + batch.name.removeprefix("batches/")
         return self._files.add(content, mime_type="application/jsonl", name=name).name
 
-    def _run(self, batch: Batch, item: InlinedRequest) -> dict[str, Any]:
+    def _run(self, batch: Batch, item: InlinedRequest, rng: random.Random) -> dict[str, Any]:
         entry: dict[str, Any]
+        rate = self._config.batch_line_failure_rate
         try:
+            if rate > 0 and rng.random() < rate:
+                raise for_status(500)
             entry = {
                 "response": self._api.generate(batch.model.removeprefix("models/"), item.request)
             }

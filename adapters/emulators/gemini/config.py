@@ -6,7 +6,7 @@ because the provider has changed them over time (providers.md §3.7, §3.13).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
@@ -76,6 +76,12 @@ class GeminiEmulatorConfig:
     # RESOURCE_EXHAUSTED. Gemini's real per-tier values are unpublished (unverified):
     # None = no limit.
     max_live_batches: int | None = None
+    # ``costroute simulate``: a batch's own completion time (seconds after creation) from
+    # its creation sequence number (1, 2, ...), overriding ``batch_complete_after``; and
+    # the chance that one request of a batch fails with a retryable 500 INTERNAL (a
+    # generator seeded by the batch's sequence number decides).
+    batch_turnaround: Callable[[int], float] | None = None
+    batch_line_failure_rate: float = 0.0
 
     def __post_init__(self) -> None:
         merged = {**DEFAULT_CACHE_MIN_TOKENS, **self.cache_min_tokens}

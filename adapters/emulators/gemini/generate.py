@@ -24,7 +24,7 @@ from adapters.emulators.gemini.wire import (
     GenerateContentRequest,
     GenerationConfig,
 )
-from adapters.emulators.tokens import count_text, reply_text
+from adapters.emulators.tokens import answer_text, count_text, reply_text
 
 _WORD = re.compile(r"\S+\s*")
 
@@ -217,7 +217,7 @@ def _text(config: GenerationConfig, seed: str, budget: int | None) -> CandidateP
         options = schema["enum"]
         text = str(options[_digest(seed) % len(options)])
     else:
-        text = reply_text(seed)
+        text = answer_text(seed)
     finish = "STOP"
     for stop in config.stop_sequences or ():
         if stop and stop in text:

@@ -25,7 +25,7 @@ from adapters.emulators.openai.errors import EmulatorError, invalid, model_not_f
 from adapters.emulators.openai.validate import ChatRequest, validate_chat
 from adapters.emulators.prompt_cache import DeepSeekPrefixCache, OpenAIPrefixCache, render_message
 from adapters.emulators.schema_sample import sample
-from adapters.emulators.tokens import count_messages, count_text, reply_text
+from adapters.emulators.tokens import answer_text, count_messages, count_text, reply_text
 
 _ALNUM = string.ascii_letters + string.digits
 # DeepSeek answers parameter range errors with 422 "Invalid Parameters" (§4.6).
@@ -249,7 +249,7 @@ class ChatEngine:
     def _content(self, request: ChatRequest, seed: str) -> tuple[str, bool]:
         fmt = request.response_format
         if fmt is None:
-            return reply_text(seed), False
+            return answer_text(seed), False
         if fmt.get("type") == "json_schema":
             schema = fmt["json_schema"].get("schema")
             return _compact(sample(schema, seed)), True

@@ -90,6 +90,11 @@ class OpenAIEmulatorConfig:
     rpm_limit: int = 10_000
     tpm_limit: int = 30_000_000
     enforce_rate_limits: bool = False
+    # Share of flex-tier calls served; the rest are refused with OpenAI's unbilled 429
+    # ``resource_unavailable`` (§1.1.1). Which ones: a hash of ``seed``, the request and how
+    # often that same request was seen, so a run is repeatable whatever the arrival order.
+    flex_capacity: float = 1.0
+    seed: int = 0
     # How many recorded requests ``app.state.requests`` keeps.
     request_log_size: int = 1000
     # Responses background mode: seconds queued, then seconds in progress (on the clock).

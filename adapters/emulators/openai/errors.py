@@ -246,6 +246,17 @@ def rate_limit_fault(
     )
 
 
+_FLEX_UNAVAILABLE = (
+    "Resource unavailable: flex processing capacity is temporarily exhausted. "
+    "Please try again later, or retry with service_tier 'auto'."
+)
+
+
+def flex_unavailable() -> EmulatorError:
+    """Flex capacity is short (``OpenAIEmulatorConfig.flex_capacity``): the unbilled 429."""
+    return EmulatorError(429, _FLEX_UNAVAILABLE, code="resource_unavailable")
+
+
 def flex_unavailable_fault(*, path: str | None = "/chat/completions", times: int = 1) -> Fault:
     """Flex capacity is short: an unbilled 429 with code ``resource_unavailable`` (§1.1.1).
 
@@ -256,8 +267,7 @@ def flex_unavailable_fault(*, path: str | None = "/chat/completions", times: int
         times=times,
         status=429,
         body=error_body(
-            "Resource unavailable: flex processing capacity is temporarily exhausted. "
-            "Please try again later, or retry with service_tier 'auto'.",
+            _FLEX_UNAVAILABLE,
             "invalid_request_error",
             None,
             "resource_unavailable",

@@ -26,8 +26,10 @@ answers that status (``body`` or a default error body, plus ``retry-after``,
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import importlib.util
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -51,6 +53,7 @@ from adapters.emulators.openai.errors import (
     BAD_JSON,
     EmulatorError,
     default_error_body,
+    flex_unavailable,
     invalid,
     invalid_url,
     server_error_event,
@@ -98,6 +101,7 @@ class OpenAIEmulator:
         self.window = RateWindow(
             clock, rpm=config.rpm_limit, tpm=config.tpm_limit, enforce=config.enforce_rate_limits
         )
+        self._flex_seen: dict[str, int] = {}
         self.responses = ResponsesEmulator(
             self.engine,
             clock,
@@ -246,6 +250,7 @@ class OpenAIEmulator:
 
     async def chat(self, request: Request, incoming: Incoming) -> Response:
         model = incoming.json.get("model") if isinstance(incoming.json, dict) else None
+        self._check_flex_capacity(incoming.json)
         self.window.admit(str(model))
         chat, completion = self.engine.chat(incoming.json)
         self.window.spend(int(completion.usage["total_tokens"]))
@@ -257,6 +262,15 @@ class OpenAIEmulator:
             fault=incoming.fault,
             error=(incoming.fault.body if incoming.fault else None) or server_error_event(),
         )
+
+    def _check_flex_capacity(self, body: Any) -> None:
+        capacity = self.config.flex_capacity
+        if capacity >= 1.0 or not isinstance(body, dict) or body.get("service_tier") != "flex":
+            return
+        digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        seen = self._flex_seen[digest] = self._flex_seen.get(digest, 0) + 1
+        if random.Random(f"{self.config.seed}/{digest}/{seen}").random() >= capacity:
+            raise flex_unavailable()
 
     async def embeddings(self, request: Request, incoming: Incoming) -> Response:
         model = incoming.json.get("model") if isinstance(incoming.json, dict) else None

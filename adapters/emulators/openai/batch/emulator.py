@@ -67,6 +67,10 @@ class BatchEmulatorConfig:
     seed: int = 0
     # Every batch gets stuck in in_progress with no progress (a broken provider).
     stall_all: bool = False
+    # Per-batch processing time from its creation rank, and random line failures
+    # (``Timings``): the turnaround distribution of a ``costroute simulate`` scenario.
+    turnaround: Callable[[int], float] | None = None
+    line_failure_rate: float = 0.0
     # Parent of the temporary directory holding file bodies (the system default if None).
     directory: str | None = None
 
@@ -90,6 +94,8 @@ class BatchEmulator:
             finalize_delay=config.finalize_delay,
             cancel_delay=config.cancel_delay,
             window=config.window,
+            turnaround=config.turnaround,
+            line_failure_rate=config.line_failure_rate,
         )
         limits = Limits(
             max_lines=config.max_lines,

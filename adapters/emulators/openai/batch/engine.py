@@ -14,6 +14,7 @@ from typing import Any
 from adapters.emulators.openai.batch.lines import (
     CANCELLED,
     EXPIRED,
+    LineFault,
     LineFaultPlan,
     default_error,
     error_line,
@@ -29,6 +30,7 @@ S = BatchStatus
 Execute = Callable[[str, dict[str, Any]], tuple[int, dict[str, Any]]]
 log = logging.getLogger(__name__)
 
+_RANDOM_FAILURE = LineFault(every=1, status_code=500)
 _GARBAGE = b"<html><head><title>502 Bad Gateway</title></head><body>upstream error</body></html>\n"
 
 
@@ -45,6 +47,13 @@ class Timings:
     finalize_delay: float = 2.0
     cancel_delay: float = 5.0
     window: float = 86_400.0
+    # A batch's own processing time from its creation rank (a turnaround distribution,
+    # ``costroute simulate``); ``None``: every batch takes ``processing_time``. A value
+    # past the window means the batch expires.
+    turnaround: Callable[[int], float] | None = None
+    # Each line fails with a retryable 500 with this probability (the batch's seeded
+    # generator decides, so the same seed fails the same lines).
+    line_failure_rate: float = 0.0
 
 
 @dataclass
@@ -74,6 +83,7 @@ class BatchEngine:
         stored = self.files.get(input_file_id)
         assert stored is not None  # checked by the handler
         rank = len(self.batches)
+        turnaround = self.timings.turnaround
         created = float(int(now))  # timestamps are whole seconds on the wire
         batch = BatchRecord(
             id=batch_id,
@@ -89,6 +99,7 @@ class BatchEngine:
             input_size=stored.bytes,
             output=Appender(self.files.path_for(f"{batch_id}.output.partial")),
             failures=Appender(self.files.path_for(f"{batch_id}.error.partial")),
+            processing_time=None if turnaround is None else turnaround(rank),
         )
         self.batches[batch_id] = batch
         self._live.append(batch)
@@ -118,7 +129,7 @@ class BatchEngine:
         if batch.status is S.IN_PROGRESS:
             if batch.stalled_at is not None:
                 return None  # stuck: no progress, no finalizing, no expiry
-            done_at = batch.at[S.IN_PROGRESS] + t.processing_time
+            done_at = batch.at[S.IN_PROGRESS] + self._processing(batch)
             if done_at < batch.expires_at:
                 return done_at, self._finalize
             return batch.expires_at, self._expire
@@ -172,7 +183,9 @@ class BatchEngine:
         return (error("token_limit_exceeded", message),)
 
     def _finalize(self, batch: BatchRecord, when: float) -> None:
-        self._run_lines(batch, when)
+        # Every line, not ``_target``'s share: (start + t) - start may fall a hair short
+        # of t in floating point, which left the last line without a result.
+        self._run_lines(batch, when, everything=True)
         batch.move(S.FINALIZING, when)
 
     def _complete(self, batch: BatchRecord, when: float) -> None:
@@ -218,20 +231,29 @@ class BatchEngine:
         if batch.stalled_at is not None:
             when = min(when, batch.stalled_at)
         elapsed = when - batch.at[S.IN_PROGRESS]
-        if self.timings.processing_time <= 0:
+        processing = self._processing(batch)
+        if processing <= 0:
             target = total if elapsed >= 0 else 0
         else:
-            target = int(total * max(0.0, elapsed) / self.timings.processing_time)
+            target = int(total * max(0.0, elapsed) / processing)
         return max(batch.done, min(total, target))
 
-    def _run_lines(self, batch: BatchRecord, when: float) -> None:
-        target = self._target(batch, when)
+    def _processing(self, batch: BatchRecord) -> float:
+        if batch.processing_time is not None:
+            return batch.processing_time
+        return self.timings.processing_time
+
+    def _run_lines(self, batch: BatchRecord, when: float, *, everything: bool = False) -> None:
         plan = batch.plan
         assert plan is not None
+        target = plan.total if everything else self._target(batch, when)
         for position in range(batch.done, target):
             index = batch.order[position]
             custom_id = plan.custom_ids[index]
             fault = self.line_faults.match(custom_id, plan.numbers[index])
+            rate = self.timings.line_failure_rate
+            if fault is None and rate > 0 and batch.rng.random() < rate:
+                fault = _RANDOM_FAILURE
             if fault is not None:
                 batch.failed += 1
                 batch.failures.add(fault_line(fault, custom_id, batch.rng))

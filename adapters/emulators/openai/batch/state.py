@@ -139,6 +139,8 @@ class BatchRecord:
     error_file_id: str | None = None
     stalled_at: float | None = None
     corrupt: str | None = None
+    # Seconds from in_progress to finalizing; ``None``: the engine's ``processing_time``.
+    processing_time: float | None = None
 
     def move(self, to: BatchStatus, when: float) -> None:
         if to not in TRANSITIONS[self.status]:
