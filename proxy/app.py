@@ -44,7 +44,7 @@ from proxy.ops.metrics import Metrics
 from proxy.ops.routelog import RouteLog
 from proxy.settings import Settings, resolve_client_keys, resolve_provider_key
 from proxy.store.db import Database
-from proxy.store.gemini_caches import SqliteCacheRegistry
+from proxy.store.gemini_caches import StoreCacheRegistry
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def build_providers(
 ) -> dict[str, ProviderParts]:
     """Every configured provider's parts, built through ``adapters.registry``.
     ``only`` filters by provider name; ``transports`` replaces pools in tests."""
-    registries = {} if db is None else {"cache": SqliteCacheRegistry(db)}
+    registries = {} if db is None else {"cache": StoreCacheRegistry(db)}
     parts: dict[str, ProviderParts] = {}
     for name in settings.providers:
         if only is not None and not only(name):

@@ -49,7 +49,9 @@ def _as_owner(argv: list[str]) -> list[str]:
     try:
         pwd.getpwnam("postgres")
     except KeyError:
-        raise RuntimeError("running as root, and there is no 'postgres' user to run the server")
+        raise RuntimeError(
+            "running as root, and there is no 'postgres' user to run the server"
+        ) from None
     return ["runuser", "-u", "postgres", "--", *argv]
 
 

@@ -16,7 +16,6 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import aiosqlite
 import orjson
 from starlette.responses import Response
 
@@ -32,7 +31,7 @@ from proxy.lanes.planner import Decision
 from proxy.lanes.realtime import call_with_retries
 from proxy.store import route_rows
 from proxy.store import tickets as store
-from proxy.store.db import GroupCommit
+from proxy.store.db import Conn, GroupCommit
 from proxy.store.jobs import (
     NewTicket,
     Outcome,
@@ -205,7 +204,7 @@ class Deferral:
                     del self._waiters[ticket_id]
 
 
-async def _insert(conn: aiosqlite.Connection, items: list[NewTicket]) -> list[str]:
+async def _insert(conn: Conn, items: list[NewTicket]) -> list[str]:
     # Each request's 202 row in the routing log commits with its ticket.
     return await store.insert_tickets(conn, items, route=route_rows.accepted)
 

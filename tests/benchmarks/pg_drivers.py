@@ -63,7 +63,10 @@ async def _measure(name: str, rows: int, run: Callable[[], Awaitable[None]]) -> 
     await run()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     result = {"shape": name, "rows_per_s": round(rows / wall), "cpu_us_per_row": cpu / rows * 1e6}
-    print(f"  {name:<48} {result['rows_per_s']:>9,} rows/s  {result['cpu_us_per_row']:6.1f} µs CPU/row")
+    print(
+        f"  {name:<48} {result['rows_per_s']:>9,} rows/s  "
+        f"{result['cpu_us_per_row']:6.1f} µs CPU/row"
+    )
     return result
 
 
