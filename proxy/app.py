@@ -36,9 +36,11 @@ from proxy.api.tickets import admin_flush_route, ticket_routes
 from proxy.auth import Authenticator
 from proxy.context import Services
 from proxy.costs.pricing import Pricer
+from proxy.deferral.coordination import new_replica_id
 from proxy.deferral.scheduler import Scheduler
 from proxy.errors import NotFound, ProxyError, render
 from proxy.ops import accounting
+from proxy.ops.fleet import Fleet
 from proxy.ops.log_context import LogContext
 from proxy.ops.metrics import Metrics
 from proxy.ops.routelog import RouteLog
@@ -70,12 +72,16 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        db = await Database.open(settings.store.path)
+        db = await Database.open(settings.store.target(environ), pool_size=settings.store.pool_size)
         routelog = RouteLog(db)
         services = Services(
             settings=settings, db=db, clock=clock or SystemClock(), routelog=routelog
         )
         pricer = Pricer.from_settings(settings)
+        replica = new_replica_id()
+        services.extras["replica"] = replica
+        fleet = Fleet(services, replica)
+        services.extras["fleet"] = fleet
         services.extras["auth"] = authenticator
         services.extras["pricer"] = pricer
         services.extras["metrics"] = Metrics.from_settings(settings)
@@ -91,6 +97,7 @@ def create_app(
         scheduler = Scheduler(services, environ=environ)
         app.state.services = services
         routelog.start()
+        await fleet.start()
         await maintenance.reconcile()
         maintenance.start()
         await scheduler.start()
@@ -101,6 +108,7 @@ def create_app(
         finally:
             await scheduler.stop()
             await maintenance.stop()
+            await fleet.stop()
             await routelog.stop()
             for adapter in services.chat.values():
                 await adapter.aclose()

@@ -87,6 +87,7 @@ class Scheduler:
 
     async def start(self) -> None:
         self.deferral.start()
+        await self.deferral.listen()
         try:
             await self.reconcile_at_startup()
         except Exception:

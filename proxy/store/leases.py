@@ -217,13 +217,13 @@ async def add_session(
         )
 
 
-async def get_session(db: Database, digest: str, *, now_ms: int) -> tuple[str, str] | None:
-    """(key name, csrf token) of a live session."""
+async def get_session(db: Database, digest: str, *, now_ms: int) -> tuple[str, str, int] | None:
+    """(key name, csrf token, expires_ms) of a live session."""
     row = await db.fetchone(
-        "SELECT key_name, csrf FROM ops_sessions WHERE digest = ? AND expires_ms > ?",
+        "SELECT key_name, csrf, expires_ms FROM ops_sessions WHERE digest = ? AND expires_ms > ?",
         (digest, now_ms),
     )
-    return None if row is None else (str(row[0]), str(row[1]))
+    return None if row is None else (str(row[0]), str(row[1]), int(row[2]))
 
 
 async def end_session(db: Database, digest: str) -> None:

@@ -129,6 +129,16 @@ class PgDatabase(Database):
             raise
         return cls(url, pool)
 
+    @staticmethod
+    async def version_of(url: str) -> str:
+        """Connect once, without migrating: the server's version (``check-config``)."""
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            version = str(await conn.fetchval("SELECT version()"))
+        finally:
+            await conn.close()
+        return f"{version.split(' on ')[0]} at {redacted(url)}"
+
     async def close(self) -> None:
         self._closed = True
         if self._listen_task is not None:

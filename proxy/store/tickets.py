@@ -227,6 +227,19 @@ async def events_of(db: Database, ticket_id: str) -> list[tuple[str | None, str,
     return [(row[0], row[1], row[2] or "") for row in rows]
 
 
+async def final_among(db: Database, ids: Sequence[str]) -> list[str]:
+    """The tickets of ``ids`` that have ended."""
+    ended: list[str] = []
+    for part in chunks(ids):
+        rows = await db.fetchall(
+            f"SELECT id FROM tickets WHERE id IN ({marks(len(part))}) "
+            "AND status IN ('completed', 'failed', 'cancelled')",
+            list(part),
+        )
+        ended.extend(row[0] for row in rows)
+    return ended
+
+
 async def count_by_status(db: Database) -> dict[str, int]:
     rows = await db.fetchall("SELECT status, COUNT(*) FROM tickets GROUP BY status")
     return {row[0]: row[1] for row in rows}
