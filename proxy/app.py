@@ -36,15 +36,17 @@ from proxy.api.tickets import admin_flush_route, ticket_routes
 from proxy.auth import Authenticator
 from proxy.context import Services
 from proxy.costs.pricing import Pricer
+from proxy.deferral.coordination import new_replica_id
 from proxy.deferral.scheduler import Scheduler
 from proxy.errors import NotFound, ProxyError, render
 from proxy.ops import accounting
+from proxy.ops.fleet import Fleet
 from proxy.ops.log_context import LogContext
 from proxy.ops.metrics import Metrics
 from proxy.ops.routelog import RouteLog
 from proxy.settings import Settings, resolve_client_keys, resolve_provider_key
 from proxy.store.db import Database
-from proxy.store.gemini_caches import SqliteCacheRegistry
+from proxy.store.gemini_caches import StoreCacheRegistry
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +76,16 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        db = await Database.open(settings.store.path)
+        db = await Database.open(settings.store.target(environ), pool_size=settings.store.pool_size)
         routelog = RouteLog(db)
         services = Services(
             settings=settings, db=db, clock=clock or SystemClock(), routelog=routelog
         )
         pricer = Pricer.from_settings(settings)
+        replica = new_replica_id()
+        services.extras["replica"] = replica
+        fleet = Fleet(services, replica)
+        services.extras["fleet"] = fleet
         services.extras["auth"] = authenticator
         services.extras["pricer"] = pricer
         services.extras["metrics"] = Metrics.from_settings(settings)
@@ -95,6 +101,7 @@ def create_app(
         scheduler = Scheduler(services, environ=environ)
         app.state.services = services
         routelog.start()
+        await fleet.start()
         await maintenance.reconcile()
         if loops:
             maintenance.start()
@@ -106,6 +113,7 @@ def create_app(
         finally:
             await scheduler.stop()
             await maintenance.stop()
+            await fleet.stop()
             await routelog.stop()
             for adapter in services.chat.values():
                 await adapter.aclose()
@@ -134,7 +142,7 @@ def build_providers(
 ) -> dict[str, ProviderParts]:
     """Every configured provider's parts, built through ``adapters.registry``.
     ``only`` filters by provider name; ``transports`` replaces pools in tests."""
-    registries = {} if db is None else {"cache": SqliteCacheRegistry(db)}
+    registries = {} if db is None else {"cache": StoreCacheRegistry(db)}
     parts: dict[str, ProviderParts] = {}
     for name in settings.providers:
         if only is not None and not only(name):

@@ -25,6 +25,12 @@ class Authenticator:
             for digest, key in keys.items()
         }
         self.open = not self._callers
+        self._by_name = {caller.name: caller for caller in self._callers.values()}
+
+    def by_name(self, name: str) -> Caller | None:
+        """The configured key called ``name`` as it is now (an ops-page session names its
+        key; a key since removed or demoted no longer signs anyone in)."""
+        return self._by_name.get(name)
 
     def authenticate(self, authorization: str | None) -> Caller:
         if self.open:

@@ -66,7 +66,40 @@ class ServerSettings(_Strict):
 
 
 class StoreSettings(_Strict):
+    """Where tickets, batches and the routing log live. SQLite (``path``) is the default
+    for one process on one box; ``url_env`` names an environment variable holding a
+    ``postgresql://`` URL and selects PostgreSQL, for several replicas on one database.
+    The URL (it may carry a password) is read from the environment only, never from
+    this file, and never logged."""
+
     path: str = "costroute.db"
+    url_env: str | None = Field(None, min_length=1)
+    # Connections per process to PostgreSQL (plus one that listens for wake-ups).
+    pool_size: int = Field(8, ge=2, le=100)
+    # How long a replica's claim on a piece of background work (a batch being created,
+    # polled or ingested; a ticket being sent; the flush) lasts without renewal. Held
+    # work is renewed every third of it; a replica that dies loses it after this long.
+    lease: Duration = Field(30, ge=1)
+    # After a lease on a batch being created ran out, how long another replica waits
+    # before it lists the provider's batches to adopt it or requeue its tickets: longer
+    # than a batch create call can take, so no create the dead holder started is still
+    # in flight.
+    reconcile_grace: Duration = 120
+
+    def target(self, environ: Mapping[str, str] | None = None) -> str:
+        """The SQLite path, or the PostgreSQL URL from ``url_env``."""
+        if self.url_env is None:
+            return self.path
+        env = os.environ if environ is None else environ
+        url = env.get(self.url_env, "").strip()
+        if not url:
+            raise ConfigError(
+                f"store.url_env: environment variable {self.url_env} is not set "
+                "(it must hold the postgresql:// URL)"
+            )
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(f"store.url_env: {self.url_env} must hold a postgresql:// URL")
+        return url
 
 
 class FilesSettings(_Strict):

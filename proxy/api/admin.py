@@ -33,6 +33,7 @@ from proxy.deferral.userbatch import batch_object as batch_view
 from proxy.errors import BadRequest
 from proxy.ops import admin_query as q
 from proxy.ops.alerts import host_of
+from proxy.ops.fleet import read_your_writes
 from proxy.ops.page import page_routes
 from proxy.store import admin as store
 from proxy.store import userfiles
@@ -46,6 +47,14 @@ def _admin(request: Request) -> Services:
     caller: Caller = request.state.caller
     require_admin(caller)
     services: Services = request.app.state.services
+    return services
+
+
+async def _admin_read(request: Request) -> Services:
+    """An admin read: it sees every request that finished before it was asked, on any
+    replica (``proxy.ops.fleet``)."""
+    services = _admin(request)
+    await read_your_writes(services)
     return services
 
 
@@ -98,7 +107,7 @@ def batch_object(row: dict[str, Any], now_ms: int) -> dict[str, Any]:
 
 async def list_routes(request: Request) -> Response:
     """The routing log, newest first (admin keys only)."""
-    services = _admin(request)
+    services = await _admin_read(request)
     query = q.route_query(request.query_params, q.now_ms(services))
     rows, more = await store.list_routes(
         services.db,
@@ -114,7 +123,7 @@ async def list_routes(request: Request) -> Response:
 
 async def list_tickets(request: Request) -> Response:
     """Every key's tickets, newest first (admin keys only)."""
-    services = _admin(request)
+    services = await _admin_read(request)
     query = q.ticket_query(request.query_params, q.now_ms(services))
     try:
         rows, more = await store.list_tickets(
@@ -132,7 +141,7 @@ async def list_tickets(request: Request) -> Response:
 
 async def list_batches(request: Request) -> Response:
     """Local batches with line counts, age and provider ids (admin keys only)."""
-    services = _admin(request)
+    services = await _admin_read(request)
     now = q.now_ms(services)
     query = q.batch_query(request.query_params, now)
     try:
@@ -152,7 +161,7 @@ async def list_batches(request: Request) -> Response:
 async def list_user_batches(request: Request) -> Response:
     """Every key's batches of costroute's own Batch API, newest first (admin keys only):
     ``limit`` (1-100, default 20), ``after`` (a batch id)."""
-    services = _admin(request)
+    services = await _admin_read(request)
     limit = request.query_params.get("limit", "20")
     if not limit.isdigit() or not 1 <= int(limit) <= 100:
         raise BadRequest("Invalid 'limit': expected 1 to 100.", param="limit")
@@ -170,7 +179,7 @@ async def list_user_batches(request: Request) -> Response:
 
 async def report(request: Request) -> Response:
     """Requests, cost and savings grouped, with alerts and the queue (admin keys only)."""
-    services = _admin(request)
+    services = await _admin_read(request)
     now = q.now_ms(services)
     since = q.since_ms(request.query_params, now, default="7d")
     by = request.query_params.get("by", "lane")

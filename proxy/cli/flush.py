@@ -38,7 +38,7 @@ async def flush_offline(
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> FlushSummary:
-    db = await Database.open(settings.store.path)
+    db = await Database.open(settings.store.target(environ), pool_size=settings.store.pool_size)
     routelog = RouteLog(db)
     routelog.start()
     services = Services(settings=settings, db=db, clock=clock or SystemClock(), routelog=routelog)

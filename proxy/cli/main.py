@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_serve(sub)
     _add_check_config(sub)
+    _add_migrate(sub)
     _add_logs(sub)
     _add_emulate(sub)
     for module in _command_modules():
@@ -139,6 +140,45 @@ def _check_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     resolve_client_keys(settings)
     _print_summary(settings)
+    if settings.store.url_env is not None:
+        # Several replicas share this database: prove it is reachable, and say what it is.
+        print(f"  store: {asyncio.run(_store_version(settings))}")
+    return 0
+
+
+async def _store_version(settings: Settings) -> str:
+    from proxy.store.postgres import PgDatabase
+
+    url = settings.store.target()
+    try:
+        return await PgDatabase.version_of(url)
+    except Exception as exc:  # any driver or network error: the message says which
+        raise ConfigError(f"store.url_env: cannot connect to the database: {exc}") from None
+
+
+# --- migrate ---------------------------------------------------------------------------
+
+
+def _add_migrate(sub: Any) -> None:
+    p = sub.add_parser(
+        "migrate",
+        help="apply pending database migrations (serve applies them too, under a lock)",
+    )
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=_migrate)
+
+
+async def _migrate(args: argparse.Namespace) -> int:
+    from proxy.store.db import Database
+
+    settings = load_settings(args.config)
+    db = await Database.open(settings.store.target(), pool_size=2)
+    try:
+        applied = await db.fetchall("SELECT name FROM _migrations ORDER BY name")
+        print(await db.server_version())
+        print(f"schema up to date: {len(applied)} migrations applied, last {applied[-1][0]}")
+    finally:
+        await db.close()
     return 0
 
 
@@ -188,7 +228,7 @@ async def _logs(args: argparse.Namespace) -> int:
         since = parse_duration(args.since)
     except DurationError as exc:
         raise ConfigError(f"--since: {exc}") from None
-    db = await Database.open(settings.store.path)
+    db = await Database.open(settings.store.target(), pool_size=2)
     try:
         rows = await recent_routes(db, since_ms=int((time.time() - since) * 1000), limit=args.limit)
     finally:

@@ -215,12 +215,13 @@ def run(args: argparse.Namespace) -> int:
         since = parse_duration(args.since)
     except DurationError as exc:
         raise ConfigError(f"--since: {exc}") from None
-    # Opening the database would create an empty one: say what is wrong instead.
-    if not Path(settings.store.path).exists():
+    target = settings.store.target()
+    # Opening a SQLite file would create an empty one: say what is wrong instead.
+    if settings.store.url_env is None and not Path(target).exists():
         raise ConfigError(f"store.path: no database at {settings.store.path}")
     now_ms = int(time.time() * 1000)
     since_ms = now_ms - since * 1000 if since else 0
-    report = asyncio.run(_read(settings.store.path, since_ms=since_ms, by=args.by, now_ms=now_ms))
+    report = asyncio.run(_read(target, since_ms=since_ms, by=args.by, now_ms=now_ms))
     if args.json:
         sys.stdout.write(render_json(report) + "\n")
     elif args.csv:

@@ -15,21 +15,30 @@ Each batch is claimed into a local ``created`` row first (``proxy.store.batches.
 then its items are streamed from the store into the provider's ``BatchLane.submit`` with
 the local id in its metadata, so a crash at any point is settled by reconciliation, never
 by a second submission.
+
+Several replicas: one flush pass runs at a time, under the ``flush`` lease (the limits on
+live batches and enqueued tokens are decisions about all of them), and the claim checks
+it is still held. The batch row is leased to this replica while it is uploaded and
+created; the lease is renewed meanwhile, the create call starts only while the lease can
+still be trusted, and if the row was taken over anyway (this process stalled) the
+provider batch it created is cancelled instead of recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from adapters.base import BatchLane, BatchNotCreated
 from adapters.errors import AdapterError
 from proxy.context import Services
+from proxy.deferral.coordination import Renewer, hold
 from proxy.durations import format_duration
 from proxy.store import batches as bstore
+from proxy.store import leases
 from proxy.store import tickets as tstore
 from proxy.store.jobs import Batch, new_batch_id
 
@@ -59,9 +68,15 @@ class FlushSummary:
 
 class Flusher:
     def __init__(
-        self, services: Services, *, inflight: set[str], alert: Callable[[str], None]
+        self,
+        services: Services,
+        *,
+        inflight: set[str],
+        alert: Callable[[str], None],
+        replica: str = "local",
     ) -> None:
         self.services = services
+        self.replica = replica
         # Local batch ids being uploaded or created right now: reconciliation skips them.
         self._inflight = inflight
         self._alert = alert
@@ -79,10 +94,24 @@ class Flusher:
         return int(self.services.clock.now() * 1000)
 
     async def flush(self, *, force: bool = False) -> FlushSummary:
-        async with self._lock:
-            return await self._flush(force)
+        store = self.services.settings.store
+        async with (
+            self._lock,
+            hold(
+                self.services.db,
+                "flush",
+                self.replica,
+                self.services.clock,
+                ttl_s=store.lease,
+                # A forced flush (admin, CLI) waits for another replica's pass to end.
+                wait_s=store.lease if force else 0.0,
+            ) as held,
+        ):
+            if held is None:
+                return FlushSummary(held=("another replica is flushing",))
+            return await self._flush(force, held[0])
 
-    async def _flush(self, force: bool) -> FlushSummary:
+    async def _flush(self, force: bool, fence: leases.Held | None = None) -> FlushSummary:
         db, settings = self.services.db, self.services.settings
         now_ms = self._now_ms()
         if force:
@@ -125,6 +154,9 @@ class Flusher:
                     line_overhead=limits.item_overhead + len(picked.endpoint.encode()),
                     token_room=room,
                     first_always=first,
+                    owner=self.replica,
+                    lease_ms=settings.store.lease * 1000,
+                    fence=fence,
                 )
             if batch is None:
                 held.append(f"{picked.model} {picked.endpoint}: waiting: enqueued_token_budget")
@@ -238,34 +270,58 @@ class Flusher:
         refusal (``BatchNotCreated``) requeues the tickets; an unknown outcome (a timeout
         or a retryable answer while creating) is left to reconciliation, which looks for
         the batch's metadata upstream before requeueing anything."""
-        db = self.services.db
+        db, store = self.services.db, self.services.settings.store
+        lease = bstore.Lease(self.replica, batch.epoch)
+        ttl_ms = store.lease * 1000
+
+        async def renew() -> bool:
+            return await bstore.renew(db, batch.id, lease, now_ms=self._now_ms(), lease_ms=ttl_ms)
+
         self._inflight.add(batch.id)
         try:
-            info = await lane.submit(
-                bstore.lines_of(db, batch.id),
-                endpoint=batch.endpoint,
-                model=batch.model,
-                metadata={METADATA_KEY: batch.id},
-            )
+            async with Renewer(renew, store.lease, name=batch.id) as renewer:
+                info = await lane.submit(
+                    _fenced_lines(bstore.lines_of(db, batch.id), renewer, batch.id),
+                    endpoint=batch.endpoint,
+                    model=batch.model,
+                    metadata={METADATA_KEY: batch.id},
+                )
         except BatchNotCreated as exc:
             reason = f"submit failed: {exc.message}"
-            await bstore.release(db, batch.id, now_ms=self._now_ms(), reason=reason)
+            await bstore.release(db, batch.id, now_ms=self._now_ms(), reason=reason, lease=lease)
             log.warning("batch %s: %s; tickets requeued", batch.id, reason)
             return False
-        except AdapterError as exc:
-            log.warning("batch %s: create outcome unknown (%s)", batch.id, exc.message)
+        except (AdapterError, LeaseLost) as exc:
+            log.warning("batch %s: create outcome unknown (%s)", batch.id, exc)
             return False
         finally:
             self._inflight.discard(batch.id)
         now_ms = self._now_ms()
-        return await bstore.mark_submitted(
+        recorded = await bstore.mark_submitted(
             db,
             batch.id,
             provider_batch_id=info.id,
             input_file_id=info.input_file_id,
             now_ms=now_ms,
             next_poll_ms=now_ms + self.services.settings.batch.poll_interval * 1000,
+            lease=lease,
         )
+        if not recorded:
+            await self._cancel_fenced(lane, batch, info.id)
+        return recorded
+
+    async def _cancel_fenced(self, lane: BatchLane, batch: Batch, provider_batch_id: str) -> None:
+        """This process created ``provider_batch_id`` after losing the batch row to
+        another replica (it stalled past its lease): the other replica may already have
+        requeued the tickets, so this batch must not run them too."""
+        self._alert(
+            f"batch {batch.id}: lease lost while creating it; cancelling provider batch "
+            f"{provider_batch_id}"
+        )
+        try:
+            await lane.cancel(provider_batch_id)
+        except AdapterError as exc:
+            self._alert(f"batch {batch.id}: cancelling {provider_batch_id} failed: {exc.message}")
 
     async def _watch_queue(self, now_ms: int) -> None:
         oldest = await tstore.oldest_queued_ms(self.services.db)
@@ -273,3 +329,20 @@ class Flusher:
         if oldest is not None and now_ms - oldest > limit * 1000:
             age = format_duration((now_ms - oldest) // 1000)
             self._alert(f"oldest queued ticket has waited {age} (> batch.alert_queue_age)")
+
+
+class LeaseLost(Exception):
+    """The batch's lease can no longer be trusted: the create call is not started."""
+
+
+async def _fenced_lines(
+    lines: AsyncIterator[tuple[str, bytes]], renewer: Renewer, batch_id: str
+) -> AsyncIterator[tuple[str, bytes]]:
+    """The batch's lines; after the last one (the lane uploads, then creates) the lease
+    must still be trusted for a third of its term, or the create call is not made:
+    a replica that takes the batch over waits out the lease and a grace period before it
+    looks upstream, so a create started now is over (or visible) by then."""
+    async for line in lines:
+        yield line
+    if not renewer.trusted(renewer.margin):
+        raise LeaseLost(f"batch {batch_id}: lease no longer trusted before create")

@@ -48,18 +48,30 @@ class Ingested:
 
 
 async def ingest(
-    services: Services, batch: Batch, info: BatchInfo, *, read_files: bool = True
+    services: Services,
+    batch: Batch,
+    info: BatchInfo,
+    *,
+    read_files: bool = True,
+    lease: bstore.Lease | None = None,
 ) -> Ingested:
     """Apply a final batch's results and close it. Download errors propagate (as
     ``AdapterError``) with the batch still ``submitted``, so the next poll retries.
     Without ``read_files`` (its files are gone for good) every ticket still waiting on
-    the batch is requeued as if its line were missing."""
+    the batch is requeued as if its line were missing. ``lease``: the poll's lease on
+    the batch, which the close is fenced by (the per-line updates need no fence: each
+    is conditional on its ticket still waiting on this batch)."""
     async with services.db.bulk():
-        return await _ingest(services, batch, info, read_files=read_files)
+        return await _ingest(services, batch, info, read_files=read_files, lease=lease)
 
 
 async def _ingest(
-    services: Services, batch: Batch, info: BatchInfo, *, read_files: bool
+    services: Services,
+    batch: Batch,
+    info: BatchInfo,
+    *,
+    read_files: bool,
+    lease: bstore.Lease | None,
 ) -> Ingested:
     if read_files:
         await _ingest_results(services, services.batch[batch.provider], batch, info)
@@ -88,6 +100,7 @@ async def _ingest(
         completed=info.completed,
         failed=info.failed,
         errors=info.errors,
+        lease=lease,
     )
     total = info.total or batch.line_count
     log.info("batch %s: %s, %d of %d lines failed", batch.id, info.status, info.failed, total)

@@ -2,21 +2,27 @@
 path), waking long-polls when a ticket ends, and sending a ticket directly when the
 deadline guard or a price window says so.
 
-Enqueue writes through a ``GroupCommit``: concurrent requests share one SQLite commit,
-and each 202 is sent only after its own row is durable. The ``Idempotency-Key`` is a
-unique index ``(key_name, idempotency_key)``, so a repeated key returns the first ticket.
+Enqueue writes through a ``GroupCommit``: concurrent requests share one commit, and each
+202 is sent only after its own row is durable. The ``Idempotency-Key`` is a unique index
+``(key_name, idempotency_key)``, so a repeated key returns the first ticket, whichever
+replica wrote it.
+
+Long-polls wait in the process that holds the request. A ticket that ends in this process
+wakes them directly; on a shared database (PostgreSQL) every commit that ends tickets is
+also announced on the ``costroute_final`` channel (LISTEN/NOTIFY), so a long-poll on
+another replica wakes within milliseconds. A notification can be missed (the listening
+connection dropped), so waiters also re-read their ticket every ``FALLBACK_S`` seconds,
+and every ``0.5`` s while the listener is reconnecting.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import aiosqlite
 import orjson
 from starlette.responses import Response
 
@@ -32,7 +38,7 @@ from proxy.lanes.planner import Decision
 from proxy.lanes.realtime import call_with_retries
 from proxy.store import route_rows
 from proxy.store import tickets as store
-from proxy.store.db import GroupCommit
+from proxy.store.db import Conn, GroupCommit
 from proxy.store.jobs import (
     NewTicket,
     Outcome,
@@ -44,6 +50,13 @@ from proxy.store.jobs import (
 )
 
 log = logging.getLogger(__name__)
+
+FINAL_CHANNEL = "costroute_final"
+# Under PostgreSQL's 8,000-byte limit on a payload; more ids go as "check your waiters".
+_PAYLOAD_MAX = 7_900
+# A waiter re-reads its ticket this often even when no notification came (seconds).
+FALLBACK_S = 5.0
+_FALLBACK_OFFLINE_S = 0.5
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 TICKET_HEADER = "X-Costroute-Ticket"
@@ -82,6 +95,7 @@ class Deferral:
         )
         self._waiters: dict[str, list[asyncio.Event]] = {}
         self._started = False
+        self._background: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         if not self._started:
@@ -92,6 +106,41 @@ class Deferral:
         if self._started:
             await self._writer.stop()
             self._started = False
+        for task in list(self._background):
+            task.cancel()
+
+    async def listen(self) -> None:
+        """On a shared database: hear which tickets other replicas ended."""
+        db = self._services.db
+        if db.shared:
+            await db.listen(FINAL_CHANNEL, self._heard)
+
+    def _spawn(self, work: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def announce(self, ticket_ids: list[str]) -> None:
+        """Tell the other replicas (after the commit that ended these tickets)."""
+        db = self._services.db
+        if not db.shared or not ticket_ids:
+            return
+        payload = ",".join(ticket_ids)
+        self._spawn(_notify(db, payload if len(payload) <= _PAYLOAD_MAX else ""))
+
+    def _heard(self, payload: str) -> None:
+        if not self._waiters:
+            return
+        if payload:
+            self.notify([i for i in payload.split(",") if i in self._waiters])
+        else:
+            self._spawn(self._recheck())
+
+    async def _recheck(self) -> None:
+        """Wake the waiters whose tickets have ended (after a notification too large to
+        name them, or a reconnect of the listener)."""
+        ended = await store.final_among(self._services.db, list(self._waiters))
+        self.notify(ended)
 
     async def enqueue(
         self,
@@ -189,13 +238,26 @@ class Deferral:
             return ticket
         event = asyncio.Event()
         self._waiters.setdefault(ticket_id, []).append(event)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
         try:
             # Re-read after registering, so a change between the two reads is not missed.
             ticket = await store.get_owned(db, ticket_id, key_name)
             if ticket is None or ticket.status.final:
                 return ticket
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), wait)
+            while (left := deadline - loop.time()) > 0:
+                step = left
+                if db.shared:
+                    step = min(left, FALLBACK_S if db.listening else _FALLBACK_OFFLINE_S)
+                try:
+                    await asyncio.wait_for(event.wait(), step)
+                    break
+                except TimeoutError:
+                    if not db.shared:
+                        break
+                ticket = await store.get_owned(db, ticket_id, key_name)
+                if ticket is None or ticket.status.final:
+                    return ticket
             return await store.get_owned(db, ticket_id, key_name)
         finally:
             waiting = self._waiters.get(ticket_id)
@@ -205,7 +267,7 @@ class Deferral:
                     del self._waiters[ticket_id]
 
 
-async def _insert(conn: aiosqlite.Connection, items: list[NewTicket]) -> list[str]:
+async def _insert(conn: Conn, items: list[NewTicket]) -> list[str]:
     # Each request's 202 row in the routing log commits with its ticket.
     return await store.insert_tickets(conn, items, route=route_rows.accepted)
 
@@ -256,7 +318,16 @@ def finalized(services: Services, ticket_ids: Iterable[str]) -> None:
     and webhooks were written in that same commit.)"""
     found = services.extras.get("deferral")
     if isinstance(found, Deferral):
-        found.notify(ticket_ids)
+        ids = list(ticket_ids)
+        found.notify(ids)
+        found.announce(ids)
+
+
+async def _notify(db: Any, payload: str) -> None:
+    try:
+        await db.notify(FINAL_CHANNEL, payload)
+    except Exception as exc:  # waiters elsewhere fall back to re-reading
+        log.warning("could not announce ended tickets: %s", exc)
 
 
 def priced(services: Services, ticket: TicketFacts, outcome: Outcome) -> Outcome:

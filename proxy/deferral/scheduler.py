@@ -11,6 +11,10 @@ time from ``services.clock`` (tests drive them with a ``ManualClock``, no sleepi
 - ``webhooks_once``: deliver due webhooks.
 - ``reconcile_at_startup``: settle local ``created`` batches after a crash: adopt the ones
   the provider knows by metadata, requeue the tickets of the ones it never saw.
+
+Every loop runs in every replica; the work is claimed, not duplicated (leases on rows
+and a named lease for the flush pass; ``proxy/store/README.md`` has the table). With
+SQLite there is one process, and its leases are simply always its own.
 """
 
 from __future__ import annotations
@@ -29,20 +33,22 @@ from adapters.base import BatchInfo, BatchLane
 from adapters.errors import AdapterError
 from proxy.context import Services
 from proxy.deferral import webhooks
+from proxy.deferral.coordination import Renewer, new_replica_id
 from proxy.deferral.flusher import METADATA_KEY, Flusher, FlushSummary
 from proxy.deferral.ingest import ingest
 from proxy.deferral.queue import Deferral, send_direct
 from proxy.durations import format_duration
 from proxy.settings import resolve_webhook_secret
 from proxy.store import batches as bstore
+from proxy.store import leases
 from proxy.store import tickets as tstore
-from proxy.store.jobs import Batch, BatchState, Ticket
+from proxy.store.jobs import Batch, Ticket
 from proxy.store.outlook import outlook
 
 log = logging.getLogger(__name__)
 
-# A ``created`` batch older than this with no upload in flight had its outcome lost
-# (e.g. a timeout while creating it): the poll loop reconciles it.
+# The default of ``store.reconcile_grace``: a ``created`` batch whose holder's lease ran
+# out this long ago had its outcome lost (a crash, or a timeout while creating it).
 RECONCILE_GRACE_MS = 120_000
 _LIST_CAP = 20_000
 _DOWNLOAD_TRIES = 3
@@ -63,10 +69,13 @@ class Scheduler:
         self.deferral = Deferral(services, webhooks_enabled=enabled)
         services.extras["deferral"] = self.deferral
         services.extras["scheduler"] = self
+        self.replica: str = services.extras.setdefault("replica", new_replica_id())
         self._webhook_client = webhook_client
         self._own_client = webhook_client is None
         self._inflight: set[str] = set()
-        self.flusher = Flusher(services, inflight=self._inflight, alert=self._alert)
+        self.flusher = Flusher(
+            services, inflight=self._inflight, alert=self._alert, replica=self.replica
+        )
         self._sending: dict[str, asyncio.Task[None]] = {}
         self._send_limit = asyncio.Semaphore(16)
         self._tasks: list[asyncio.Task[None]] = []
@@ -81,6 +90,7 @@ class Scheduler:
         """Reconcile, then run ``steps()`` in loops; ``loops=False`` leaves the stepping
         to the caller (``costroute simulate`` runs the same steps on a virtual clock)."""
         self.deferral.start()
+        await self.deferral.listen()
         try:
             await self.reconcile_at_startup()
         except Exception:
@@ -103,9 +113,11 @@ class Scheduler:
             ("poll", tick, self.poll_once),
             ("guard", tick, lambda: self.guard_once(wait=wait)),
             ("webhooks", tick, self.webhooks_once),
+            ("renew", self.services.settings.store.lease / 3, self.renew_once),
         ]
 
     async def stop(self) -> None:
+        sending = list(self._sending)
         tasks = self._tasks + list(self._sending.values())
         for task in tasks:
             task.cancel()
@@ -113,6 +125,11 @@ class Scheduler:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if sending:
+            # Sends cut short: another replica (or this one, restarted) takes them at once
+            # instead of after the lease runs out.
+            with contextlib.suppress(Exception):
+                await leases.unclaim_realtime(self.services.db, self.replica, sending)
         await self.deferral.stop()
         if self._own_client and self._webhook_client is not None:
             await self._webhook_client.aclose()
@@ -163,46 +180,65 @@ class Scheduler:
     # --- reconcile ---------------------------------------------------------------------
 
     async def reconcile_at_startup(self) -> tuple[int, int]:
-        """(adopted, released) local batches that were ``created`` when we stopped."""
-        return await self._reconcile(grace_ms=0)
+        """(adopted, released) local batches that were ``created`` when we stopped. With
+        one process on the database (SQLite) every such batch is an orphan; on a shared
+        one other replicas may be creating theirs, so the usual grace applies."""
+        db = self.services.db
+        if not db.shared:
+            # The only process on this database: what a killed predecessor held is free.
+            await leases.forget_leases(db)
+        return await self._reconcile(grace_ms=self.grace_ms if db.shared else 0)
+
+    @property
+    def grace_ms(self) -> int:
+        return self.services.settings.store.reconcile_grace * 1000
 
     async def _reconcile(self, *, grace_ms: int) -> tuple[int, int]:
+        """Settle ``created`` batches whose holder's lease ran out ``grace_ms`` ago: take
+        each over (the epoch grows, so the old holder can no longer record it), list the
+        provider's batches, then adopt the one carrying its id or, if the whole list was
+        seen without it, requeue its tickets. Nothing is created here."""
         db = self.services.db
         now_ms = self._now_ms()
-        stale = [
-            b
-            for b in await bstore.batches_in(db, BatchState.CREATED)
-            if b.id not in self._inflight and now_ms - b.created_ms >= grace_ms
-        ]
-        adopted = released = 0
-        for provider in sorted({b.provider for b in stale}):
-            adapter = self.services.batch.get(provider)
-            if adapter is None:
+        lease_ms = self.services.settings.store.lease * 1000
+        stale: list[tuple[Batch, bstore.Lease]] = []
+        for batch in await bstore.stale_created(db, now_ms=now_ms, grace_ms=grace_ms):
+            if batch.id in self._inflight or self.services.batch.get(batch.provider) is None:
                 continue
-            mine = [b for b in stale if b.provider == provider]
+            taken = await bstore.take_over(
+                db, batch.id, owner=self.replica, now_ms=now_ms, lease_ms=lease_ms,
+                grace_ms=grace_ms,
+            )  # fmt: skip
+            if taken is not None:
+                stale.append((batch, taken))
+        adopted = released = 0
+        for provider in sorted({b.provider for b, _ in stale}):
+            adapter = self.services.batch[provider]
+            mine = [(b, lease) for b, lease in stale if b.provider == provider]
             try:
-                found, complete = await _find_by_metadata(adapter, {b.id for b in mine})
+                found, complete = await _find_by_metadata(adapter, {b.id for b, _ in mine})
             except AdapterError as exc:
                 log.warning(
                     "reconcile %s: cannot list batches (%s); will retry", provider, exc.message
                 )
                 continue
-            for batch in mine:
+            for batch, lease in mine:
                 info = found.get(batch.id)
                 if info is not None:
-                    await bstore.mark_submitted(
+                    if await bstore.mark_submitted(
                         db, batch.id, provider_batch_id=info.id, input_file_id=info.input_file_id,
-                        now_ms=now_ms, next_poll_ms=now_ms,
-                    )  # fmt: skip
-                    log.warning(
-                        "batch %s: adopted provider batch %s after a restart", batch.id, info.id
-                    )
-                    adopted += 1
+                        now_ms=now_ms, next_poll_ms=now_ms, lease=lease,
+                    ):  # fmt: skip
+                        log.warning("batch %s: adopted provider batch %s", batch.id, info.id)
+                        adopted += 1
                 elif complete:
-                    await bstore.release(
-                        db, batch.id, now_ms=now_ms, reason="batch never reached the provider"
-                    )
-                    log.warning("batch %s: never reached the provider; tickets requeued", batch.id)
+                    if await bstore.release(
+                        db, batch.id, now_ms=now_ms, reason="batch never reached the provider",
+                        lease=lease,
+                    ):  # fmt: skip
+                        log.warning(
+                            "batch %s: never reached the provider; tickets requeued", batch.id
+                        )
                     released += 1
                 else:
                     self._alert(
@@ -213,51 +249,78 @@ class Scheduler:
     # --- poll and ingest ---------------------------------------------------------------
 
     async def poll_once(self) -> int:
-        """Poll due batches; returns how many answered."""
-        db, batch_cfg = self.services.db, self.services.settings.batch
-        await self._reconcile(grace_ms=RECONCILE_GRACE_MS)
+        """Poll due batches; returns how many answered. Each batch is leased to this
+        replica for its poll (and its ingest, renewed meanwhile), so replicas polling
+        together split the batches instead of polling (or ingesting) one twice."""
+        db = self.services.db
+        await self._reconcile(grace_ms=self.grace_ms)
+        lease_ms = self.services.settings.store.lease * 1000
         answered = 0
-        for batch in await bstore.batches_in(db, BatchState.SUBMITTED):
-            now_ms = self._now_ms()
-            if batch.next_poll_ms is not None and batch.next_poll_ms > now_ms:
-                continue
-            adapter = self.services.batch.get(batch.provider)
-            if adapter is None or batch.provider_batch_id is None:
-                continue
-            try:
-                info = await adapter.retrieve(batch.provider_batch_id)
-            except AdapterError as exc:
-                failures = batch.poll_failures + 1
-                delay = min(batch_cfg.poll_interval * 2**failures, 3600)
-                await bstore.record_poll(
-                    db, batch.id, next_poll_ms=now_ms + delay * 1000, poll_failures=failures
-                )
-                log.warning("batch %s: poll failed (%s); next in %ss", batch.id, exc.message, delay)
-                continue
-            answered += 1
-            if info.status.final:
-                await self._ingest(batch, info)
-                continue
-            age_s = (now_ms - (batch.submitted_ms or batch.created_ms)) / 1000
-            if age_s > batch_cfg.stuck_after:
-                self._alert(
-                    f"batch {batch.id} ({info.id}) is {info.status} after {format_duration(age_s)} "
-                    f"(> batch.stuck_after {format_duration(batch_cfg.stuck_after)})"
-                )
-            # Poll young batches often and old ones less: most finish well inside 24 h.
-            interval = max(batch_cfg.poll_interval, min(age_s / 10, batch_cfg.poll_interval * 10))
-            await bstore.record_poll(
-                db, batch.id, next_poll_ms=now_ms + int(interval * 1000), poll_failures=0,
-                completed=info.completed, failed=info.failed,
-            )  # fmt: skip
-        return answered
+        while True:
+            claimed = await bstore.claim_polls(
+                db, owner=self.replica, now_ms=self._now_ms(), lease_ms=lease_ms
+            )
+            if not claimed:
+                return answered
+            for batch in claimed:
+                if await self._poll_one(batch, bstore.Lease(self.replica, batch.epoch)):
+                    answered += 1
 
-    async def _ingest(self, batch: Batch, info: BatchInfo) -> None:
+    async def _poll_one(self, batch: Batch, lease: bstore.Lease) -> bool:
+        db, batch_cfg = self.services.db, self.services.settings.batch
+        now_ms = self._now_ms()
+        adapter = self.services.batch.get(batch.provider)
+        if adapter is None or batch.provider_batch_id is None:
+            # Not ours to poll (a provider since unconfigured): look again much later.
+            await bstore.record_poll(
+                db, batch.id, next_poll_ms=now_ms + 3600_000, poll_failures=batch.poll_failures,
+                lease=lease,
+            )  # fmt: skip
+            return False
+        try:
+            info = await adapter.retrieve(batch.provider_batch_id)
+        except AdapterError as exc:
+            failures = batch.poll_failures + 1
+            delay = min(batch_cfg.poll_interval * 2**failures, 3600)
+            await bstore.record_poll(
+                db, batch.id, next_poll_ms=now_ms + delay * 1000, poll_failures=failures,
+                lease=lease,
+            )  # fmt: skip
+            log.warning("batch %s: poll failed (%s); next in %ss", batch.id, exc.message, delay)
+            return False
+        if info.status.final:
+            await self._ingest(batch, info, lease)
+            return True
+        age_s = (now_ms - (batch.submitted_ms or batch.created_ms)) / 1000
+        if age_s > batch_cfg.stuck_after:
+            self._alert(
+                f"batch {batch.id} ({info.id}) is {info.status} after {format_duration(age_s)} "
+                f"(> batch.stuck_after {format_duration(batch_cfg.stuck_after)})"
+            )
+        # Poll young batches often and old ones less: most finish well inside 24 h.
+        interval = max(batch_cfg.poll_interval, min(age_s / 10, batch_cfg.poll_interval * 10))
+        await bstore.record_poll(
+            db, batch.id, next_poll_ms=now_ms + int(interval * 1000), poll_failures=0,
+            completed=info.completed, failed=info.failed, lease=lease,
+        )  # fmt: skip
+        return True
+
+    async def _ingest(self, batch: Batch, info: BatchInfo, lease: bstore.Lease) -> None:
         # A result file the provider refuses outright (gone, expired) is retried a few
         # times, then given up: its tickets go back to the queue instead of waiting on it.
         give_up = self._refused.get(batch.id, 0) >= _DOWNLOAD_TRIES
+        db, ttl_s = self.services.db, self.services.settings.store.lease
+
+        async def renew() -> bool:
+            return await bstore.renew(
+                db, batch.id, lease, now_ms=self._now_ms(), lease_ms=ttl_s * 1000
+            )
+
         try:
-            result = await ingest(self.services, batch, info, read_files=not give_up)
+            async with Renewer(renew, ttl_s, name=f"ingest {batch.id}"):
+                result = await ingest(
+                    self.services, batch, info, read_files=not give_up, lease=lease
+                )
         except AdapterError as exc:
             if not exc.retryable:
                 self._refused[batch.id] = self._refused.get(batch.id, 0) + 1
@@ -267,6 +330,7 @@ class Scheduler:
                 batch.id,
                 next_poll_ms=self._now_ms() + delay,
                 poll_failures=batch.poll_failures + 1,
+                lease=lease,
             )
             log.warning("batch %s: result download failed (%s); will retry", batch.id, exc.message)
             return
@@ -294,7 +358,10 @@ class Scheduler:
             log.warning(
                 "ticket %s (%s, was %s): %s", ticket.id, ticket.model, ticket.status, reason
             )
-        rows = await tstore.realtime_batch(self.services.db, limit=200)
+        lease_ms = self.services.settings.store.lease * 1000
+        rows = await leases.claim_realtime(
+            self.services.db, self.replica, now_ms=self._now_ms(), ttl_ms=lease_ms, limit=200
+        )
         tasks: list[asyncio.Task[None]] = []
         for ticket, body in rows:
             if ticket.id not in self._sending:
@@ -321,6 +388,15 @@ class Scheduler:
                 await send_direct(self.services, ticket, body)
         except Exception:
             log.exception("ticket %s: direct send crashed; it will be retried", ticket.id)
+            await leases.unclaim_realtime(self.services.db, self.replica, [ticket.id])
+
+    async def renew_once(self) -> None:
+        """Keep the leases of the tickets this replica is sending right now."""
+        if self._sending:
+            await leases.renew_realtime(
+                self.services.db, self.replica, list(self._sending), now_ms=self._now_ms(),
+                ttl_ms=self.services.settings.store.lease * 1000,
+            )  # fmt: skip
 
     # --- webhooks ----------------------------------------------------------------------
 

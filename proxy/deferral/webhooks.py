@@ -154,7 +154,11 @@ async def deliver_due(
     services: Services, http: httpx.AsyncClient, secret: str, *, limit: int = 100
 ) -> int:
     """Attempt every delivery due now, concurrently; returns how many succeeded."""
-    due = await store.due_webhooks(services.db, int(services.clock.now() * 1000), limit)
+    # Claimed for twice the delivery timeout: long enough for one attempt to end.
+    lease_ms = (2 * services.settings.webhooks.timeout + 30) * 1000
+    due = await store.due_webhooks(
+        services.db, int(services.clock.now() * 1000), limit, lease_ms=lease_ms
+    )
     results = await asyncio.gather(*(_attempt(services, http, secret, *row) for row in due))
     return sum(results)
 

@@ -24,6 +24,7 @@ from proxy.costs.reports import build_report
 from proxy.lanes.planner import Lane
 from proxy.ops import admin_query as q
 from proxy.ops.alerts import Alert, human_duration
+from proxy.ops.fleet import read_your_writes
 from proxy.ops.signin import (
     PageAuth,
     authenticate_page,
@@ -295,7 +296,8 @@ async def _log(request: Request, services: Services, now: int) -> str:
 
 async def ops_page(request: Request, services: Services) -> Response:
     """The ops page: alerts, savings by day, queue, batches and the routing log."""
-    page: PageAuth = authenticate_page(request, services)
+    page: PageAuth = await authenticate_page(request, services)
+    await read_your_writes(services)
     now = q.now_ms(services)
     logout_button = ""
     if page.session is not None:

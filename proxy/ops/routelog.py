@@ -13,9 +13,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias
 
-import aiosqlite
-
-from proxy.store.db import Database, GroupCommit
+from proxy.store.db import Conn, Database, GroupCommit
 from proxy.store.route_rows import route_row
 from proxy.store.routes import COLUMNS, insert_routes
 
@@ -26,7 +24,7 @@ Row: TypeAlias = tuple[Any, ...]
 Item: TypeAlias = Row | Callable[[], Mapping[str, Any] | None] | None
 
 
-async def _apply(conn: aiosqlite.Connection, items: list[Item]) -> list[None]:
+async def _apply(conn: Conn, items: list[Item]) -> list[None]:
     # ``_built`` has already turned every builder into its row.
     await insert_routes(conn, [item for item in items if isinstance(item, tuple)])
     return [None] * len(items)

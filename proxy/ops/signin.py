@@ -14,8 +14,10 @@ checks, so another site can neither read the page nor act through it (CSRF). Chr
 contexts, so ``Secure`` cookies work there over plain HTTP; on any other host the page
 must be served over HTTPS (or behind a TLS-terminating proxy) or the browser drops them.
 
-Sessions live in this process's memory (``Sessions``): a restart logs everyone out, and
-several replicas need sticky routing. Only a sha256 of each session token is kept.
+Sessions live in the store (``Sessions``, table ``ops_sessions``), so any replica serves
+any signed-in browser and a restart logs nobody out. Only a sha256 of each session token
+is kept, with the key's name (never the key); the key is looked up in the configuration
+at each request, so removing or demoting it ends its sessions.
 
 Without an ``Authorization`` header and a session, an API client (no ``text/html`` in
 ``Accept``) gets the OpenAI error envelope (401, or 403 for a non-admin key), like every
@@ -29,7 +31,6 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from html import escape
@@ -40,9 +41,11 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from proxy.auth import require_admin
+from proxy.auth import Authenticator, require_admin
 from proxy.context import Caller, Services
 from proxy.errors import BadRequest, Forbidden, PayloadTooLarge, ProxyError, Unauthorized, render
+from proxy.store import leases as store
+from proxy.store.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -69,37 +72,39 @@ class Session:
 
 
 class Sessions:
-    """Server-side sessions by sha256(token); the oldest goes first when full."""
+    """Server-side sessions in the store, by sha256(token); the oldest go first beyond
+    ``limit``, and expired ones are pruned as new ones start."""
 
-    def __init__(self, ttl_s: int = SESSION_TTL_S, limit: int = MAX_SESSIONS) -> None:
+    def __init__(self, db: Database, ttl_s: int = SESSION_TTL_S, limit: int = MAX_SESSIONS):
+        self._db = db
         self._ttl_ms = ttl_s * 1000
         self._limit = limit
-        self._by_digest: OrderedDict[str, Session] = OrderedDict()
 
-    def create(self, caller: Caller, now_ms: int) -> tuple[str, Session]:
+    async def create(self, caller: Caller, now_ms: int) -> tuple[str, Session]:
         token = secrets.token_urlsafe(32)
         session = Session(caller, secrets.token_urlsafe(32), now_ms + self._ttl_ms)
-        self._by_digest[_digest(token)] = session
-        while len(self._by_digest) > self._limit:
-            self._by_digest.popitem(last=False)
+        await store.prune_sessions(self._db, now_ms=now_ms)
+        await store.add_session(
+            self._db, _digest(token), key_name=caller.name, csrf=session.csrf,
+            expires_ms=session.expires_ms, limit=self._limit,
+        )  # fmt: skip
         return token, session
 
-    def get(self, token: str | None, now_ms: int) -> Session | None:
+    async def get(self, token: str | None, now_ms: int, auth: Authenticator) -> Session | None:
         if not token:
             return None
-        digest = _digest(token)
-        session = self._by_digest.get(digest)
-        if session is not None and session.expires_ms <= now_ms:
-            del self._by_digest[digest]
+        found = await store.get_session(self._db, _digest(token), now_ms=now_ms)
+        if found is None:
             return None
-        return session
+        key_name, csrf, expires_ms = found
+        caller = auth.by_name(key_name)
+        if caller is None:
+            return None
+        return Session(caller, csrf, expires_ms)
 
-    def end(self, token: str | None) -> None:
+    async def end(self, token: str | None) -> None:
         if token:
-            self._by_digest.pop(_digest(token), None)
-
-    def __len__(self) -> int:
-        return len(self._by_digest)
+            await store.end_session(self._db, _digest(token))
 
 
 def _digest(token: str) -> str:
@@ -107,7 +112,7 @@ def _digest(token: str) -> str:
 
 
 def sessions_of(services: Services) -> Sessions:
-    sessions: Sessions = services.extras.setdefault("ops_sessions", Sessions())
+    sessions: Sessions = services.extras.setdefault("ops_sessions", Sessions(services.db))
     return sessions
 
 
@@ -125,7 +130,7 @@ class PageAuth:
     session: Session | None  # None: authenticated by header (or an open proxy)
 
 
-def authenticate_page(request: Request, services: Services) -> PageAuth:
+async def authenticate_page(request: Request, services: Services) -> PageAuth:
     """Bearer header if sent (or no keys configured), else the session cookie; then
     admin only. Raises ``Unauthorized`` / ``Forbidden``."""
     auth = services.extras["auth"]
@@ -134,7 +139,9 @@ def authenticate_page(request: Request, services: Services) -> PageAuth:
         caller: Caller = auth.authenticate(header)
         session = None
     else:
-        session = sessions_of(services).get(request.cookies.get(SESSION_COOKIE), _now_ms(services))
+        session = await sessions_of(services).get(
+            request.cookies.get(SESSION_COOKIE), _now_ms(services), auth
+        )
         if session is None:
             raise Unauthorized(
                 "Log in at /admin/login, or send 'Authorization: Bearer <admin key>'."
@@ -207,10 +214,10 @@ async def login_form(request: Request, services: Services) -> Response:
     """The login form for browsers; a caller already authenticated goes to the page."""
     auth = services.extras["auth"]
     if request.headers.get("authorization") is not None or auth.open:
-        authenticate_page(request, services)
+        await authenticate_page(request, services)
         return _redirect(COOKIE_PATH)
     token = request.cookies.get(SESSION_COOKIE)
-    if sessions_of(services).get(token, _now_ms(services)) is not None:
+    if await sessions_of(services).get(token, _now_ms(services), auth) is not None:
         return _redirect(COOKIE_PATH)
     if not wants_html(request):
         raise Unauthorized(
@@ -222,7 +229,7 @@ async def login_form(request: Request, services: Services) -> Response:
 async def login(request: Request, services: Services) -> Response:
     """Check the form's admin key and token, then start a session."""
     if request.headers.get("authorization") is not None:
-        authenticate_page(request, services)
+        await authenticate_page(request, services)
         raise BadRequest("Already authenticated by the Authorization header; no session needed.")
     html = wants_html(request)
     form = await read_form(request)
@@ -244,7 +251,7 @@ async def login(request: Request, services: Services) -> Response:
             words = "That key is not an admin key." if exc.status == 403 else "Incorrect key."
             return _login_form(words, status=exc.status)
         raise
-    token, _ = sessions_of(services).create(caller, _now_ms(services))
+    token, _ = await sessions_of(services).create(caller, _now_ms(services))
     log.info("ops login: key %s", caller.name)
     response = _redirect(COOKIE_PATH)
     _set_cookie(response, SESSION_COOKIE, token, SESSION_TTL_S, COOKIE_PATH)
@@ -254,13 +261,13 @@ async def login(request: Request, services: Services) -> Response:
 
 async def logout(request: Request, services: Services) -> Response:
     """End the ops page session (form field ``csrf``: the session's token)."""
-    page = authenticate_page(request, services)
+    page = await authenticate_page(request, services)
     if page.session is None:
         raise BadRequest("Nothing to log out: this request has no session cookie.")
     form = await read_form(request)
     if not same(form.get("csrf"), page.session.csrf):
         raise Forbidden("The logout form token is missing or stale.", code="csrf_failed")
-    sessions_of(services).end(request.cookies.get(SESSION_COOKIE))
+    await sessions_of(services).end(request.cookies.get(SESSION_COOKIE))
     response = _redirect(f"{COOKIE_PATH}/login")
     response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
     return response

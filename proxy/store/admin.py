@@ -80,7 +80,7 @@ TICKET_COLUMNS = (
     "reason", "status", "created_ms", "deadline_ms", "not_before_ms", "updated_ms",
     "finished_ms", "attempts", "batch_id", "callback_url", "error", "est_tokens", "body_bytes",
     "prompt_tokens", "completion_tokens", "cached_tokens", "cost_usd", "baseline_usd",
-    "saved_usd", "idempotency_key IS NOT NULL AS idempotent",
+    "saved_usd", "CASE WHEN idempotency_key IS NULL THEN 0 ELSE 1 END AS idempotent",
 )  # fmt: skip
 BATCH_COLUMNS = (
     "id", "provider", "model", "endpoint", "status", "provider_batch_id", "input_file_id",
@@ -252,8 +252,9 @@ async def alert_facts(db: Database, now_ms: int) -> Facts:
         "FROM batches WHERE status IN ('completed', 'failed', 'expired') AND finished_ms >= ?",
         (since,),
     )
+    waiting = db.dialect.greatest("created_ms", "not_before_ms")
     queues = await db.fetchall(
-        "SELECT lane, provider, upstream_model, COUNT(*), MIN(MAX(created_ms, not_before_ms)) "
+        f"SELECT lane, provider, upstream_model, COUNT(*), MIN({waiting}) "
         "FROM tickets WHERE status = 'queued' GROUP BY lane, provider, upstream_model"
     )
     deliveries = await db.fetchall(

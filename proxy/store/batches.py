@@ -15,17 +15,17 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiosqlite
 import orjson
 
-from proxy.store.db import MAX_PARAMS, Database, insert_values, update_values
+from proxy.store.db import MAX_PARAMS, Conn, Database, insert_values, update_values
 from proxy.store.jobs import Batch, BatchState, Outcome, TicketFacts, TicketStatus, check_batch
+from proxy.store.leases import Held, still_held
 from proxy.store.routes import insert_routes
 from proxy.store.tickets import add_events, add_webhooks, chunks, marks
 
 _BATCH_COLUMNS = (
     "id, provider, model, endpoint, status, created_ms, line_count, bytes, est_tokens, "
-    "provider_batch_id, input_file_id, submitted_ms, next_poll_ms, poll_failures"
+    "provider_batch_id, input_file_id, submitted_ms, next_poll_ms, poll_failures, owner, epoch"
 )
 
 
@@ -49,6 +49,8 @@ def _batch(row: Sequence[Any]) -> Batch:
         submitted_ms=row[11],
         next_poll_ms=row[12],
         poll_failures=row[13],
+        owner=row[14],
+        epoch=row[15],
     )
 
 
@@ -67,9 +69,10 @@ class Group:
 async def queued_groups(db: Database) -> list[Group]:
     # Named, because without statistics SQLite prefers the status index plus two
     # sorts; the partial index covers this query and is already in group order.
+    hint = "" if db.dialect.postgres else " INDEXED BY tickets_queued_group"
     rows = await db.fetchall(
         "SELECT provider, upstream_model, endpoint, COUNT(*), MIN(created_ms), "
-        "MIN(deadline_ms) FROM tickets INDEXED BY tickets_queued_group "
+        f"MIN(deadline_ms) FROM tickets{hint} "
         "WHERE status = 'queued' AND lane = 'batch' "
         "GROUP BY provider, upstream_model, endpoint ORDER BY MIN(deadline_ms)"
     )
@@ -87,11 +90,28 @@ async def live_by_model(db: Database) -> dict[tuple[str, str], int]:
 
 async def live_tokens(db: Database, provider: str, model: str) -> int:
     row = await db.fetchone(
-        "SELECT COALESCE(SUM(est_tokens), 0) FROM batches WHERE provider = ? AND model = ? "
-        "AND status IN ('created', 'submitted')",
+        "SELECT CAST(COALESCE(SUM(est_tokens), 0) AS BIGINT) FROM batches "
+        "WHERE provider = ? AND model = ? AND status IN ('created', 'submitted')",
         (provider, model),
     )
     return 0 if row is None else int(row[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who holds a batch row and under which epoch. Every write its holder makes is
+    conditional on both (``WHERE owner = ? AND epoch = ?``): a process that lost the
+    lease (it stalled past its expiry and another took over, bumping the epoch) changes
+    nothing."""
+
+    owner: str
+    epoch: int
+
+
+def _fenced(lease: Lease | None) -> tuple[str, list[Any]]:
+    if lease is None:
+        return "", []
+    return " AND owner = ? AND epoch = ?", [lease.owner, lease.epoch]
 
 
 async def claim(
@@ -105,19 +125,28 @@ async def claim(
     line_overhead: int,
     token_room: int | None,
     first_always: bool = True,
+    owner: str = "",
+    lease_ms: int = 0,
+    fence: Held | None = None,
 ) -> Batch | None:
     """Write a ``created`` batch holding the most urgent queued tickets of ``group``
     that fit the line, byte and token limits; ``None`` if nothing fits. With
     ``first_always`` the first ticket goes even if it alone exceeds the token room (so
-    one large request cannot block its group while nothing else is in flight)."""
+    one large request cannot block its group while nothing else is in flight).
+
+    The batch row is leased to ``owner`` for ``lease_ms`` (epoch 1) while it is being
+    uploaded and created; on PostgreSQL the tickets are claimed with ``SKIP LOCKED``, so
+    two claims racing on one group take disjoint tickets. With ``fence`` (the flush
+    lease) nothing is claimed unless that lease is still held."""
     async with db.transaction() as conn:
-        async with conn.execute(
+        if fence is not None and not await still_held(conn, fence, now_ms=now_ms):
+            return None
+        candidates = await conn.fetchall(
             "SELECT id, body_bytes, est_tokens, units FROM tickets WHERE status = 'queued' "
             "AND lane = 'batch' AND provider = ? AND upstream_model = ? AND endpoint = ? "
-            "ORDER BY deadline_ms, created_ms LIMIT ?",
+            f"ORDER BY deadline_ms, created_ms LIMIT ?{conn.dialect.skip_locked}",
             (group.provider, group.model, group.endpoint, max_lines),
-        ) as cursor:
-            candidates = await cursor.fetchall()
+        )
         ids: list[str] = []
         size = tokens = units = 0
         for ticket_id, body_len, est, count in candidates:
@@ -134,17 +163,26 @@ async def claim(
             units += count
         if not ids:
             return None
+        clock, clock_params = conn.dialect.clock_ms(now_ms)
         await conn.execute(
             "INSERT INTO batches (id, provider, model, endpoint, status, line_count, bytes, "
-            "est_tokens, created_ms) VALUES (?, ?, ?, ?, 'created', ?, ?, ?, ?)",
+            "est_tokens, created_ms, owner, epoch, lease_ms) "
+            f"VALUES (?, ?, ?, ?, 'created', ?, ?, ?, ?, ?, 1, {clock} + ?)",
             (batch_id, group.provider, group.model, group.endpoint, len(ids), size, tokens,
-             now_ms),
+             now_ms, owner, *clock_params, lease_ms),
         )  # fmt: skip
-        await conn.executemany(
-            "UPDATE tickets SET status = 'submitted', batch_id = ?, attempts = attempts + 1, "
-            "updated_ms = ? WHERE id = ? AND status = 'queued'",
-            [(batch_id, now_ms, ticket_id) for ticket_id in ids],
-        )
+        if conn.dialect.postgres:
+            await conn.execute(
+                "UPDATE tickets SET status = 'submitted', batch_id = ?, attempts = attempts + 1, "
+                "updated_ms = ? WHERE id = ANY(?::text[]) AND status = 'queued'",
+                (batch_id, now_ms, ids),
+            )
+        else:
+            await conn.executemany(
+                "UPDATE tickets SET status = 'submitted', batch_id = ?, attempts = attempts + 1, "
+                "updated_ms = ? WHERE id = ? AND status = 'queued'",
+                [(batch_id, now_ms, ticket_id) for ticket_id in ids],
+            )
         await add_events(
             conn, ((tid, now_ms, "queued", "submitted", f"claimed by {batch_id}") for tid in ids)
         )
@@ -158,7 +196,72 @@ async def claim(
         line_count=len(ids),
         bytes=size,
         est_tokens=tokens,
+        owner=owner,
+        epoch=1,
     )
+
+
+async def renew(db: Database, batch_id: str, lease: Lease, *, now_ms: int, lease_ms: int) -> bool:
+    """Extend the holder's lease on a live batch; False if it was lost (or the batch is no
+    longer live)."""
+    async with db.transaction() as conn:
+        clock, params = conn.dialect.clock_ms(now_ms)
+        return (
+            await conn.execute(
+                f"UPDATE batches SET lease_ms = {clock} + ? WHERE id = ? AND owner = ? "
+                "AND epoch = ? AND status IN ('created', 'submitted')",
+                (*params, lease_ms, batch_id, lease.owner, lease.epoch),
+            )
+            == 1
+        )
+
+
+async def stale_created(db: Database, *, now_ms: int, grace_ms: int) -> list[Batch]:
+    """``created`` batches whose holder's lease ran out at least ``grace_ms`` ago: the
+    holder died (or stalled) while uploading or creating, and no create call it started
+    can still be in flight."""
+    clock, params = db.dialect.clock_ms(now_ms)
+    rows = await db.fetchall(
+        f"SELECT {_BATCH_COLUMNS} FROM batches WHERE status = 'created' "
+        f"AND lease_ms + ? <= {clock} ORDER BY created_ms",
+        (grace_ms, *params),
+    )
+    return [_batch(row) for row in rows]
+
+
+async def take_over(
+    db: Database, batch_id: str, *, owner: str, now_ms: int, lease_ms: int, grace_ms: int
+) -> Lease | None:
+    """Become the holder of a stale ``created`` batch (compare-and-set: of several
+    replicas trying, one gets it); the epoch grows, fencing out the previous holder."""
+    async with db.transaction() as conn:
+        clock, params = conn.dialect.clock_ms(now_ms)
+        row = await conn.fetchone(
+            f"UPDATE batches SET owner = ?, epoch = epoch + 1, lease_ms = {clock} + ? "
+            f"WHERE id = ? AND status = 'created' AND lease_ms + ? <= {clock} RETURNING epoch",
+            (owner, *params, lease_ms, batch_id, grace_ms, *params),
+        )
+    return None if row is None else Lease(owner, int(row[0]))
+
+
+async def claim_polls(
+    db: Database, *, owner: str, now_ms: int, lease_ms: int, limit: int = 10
+) -> list[Batch]:
+    """Lease up to ``limit`` submitted batches that are due a poll and held by nobody
+    (PostgreSQL: ``SKIP LOCKED``, so replicas polling together split them). Each comes
+    back with its new ``owner``/``epoch``; the lease ends with ``record_poll`` or
+    ``close``."""
+    async with db.transaction() as conn:
+        clock, params = conn.dialect.clock_ms(now_ms)
+        rows = await conn.fetchall(
+            f"UPDATE batches SET owner = ?, epoch = epoch + 1, lease_ms = {clock} + ? "
+            "WHERE id IN (SELECT id FROM batches WHERE status = 'submitted' "
+            f"AND COALESCE(next_poll_ms, 0) <= ? AND lease_ms <= {clock} "
+            f"ORDER BY next_poll_ms LIMIT ?{conn.dialect.skip_locked}) "
+            f"RETURNING {_BATCH_COLUMNS}",
+            (owner, *params, lease_ms, now_ms, *params, limit),
+        )
+    return sorted((_batch(row) for row in rows), key=lambda b: (b.next_poll_ms or 0, b.id))
 
 
 async def lines_of(
@@ -198,11 +301,14 @@ async def batches_in(db: Database, state: BatchState) -> list[Batch]:
     return [_batch(row) for row in rows]
 
 
-async def set_input_file(db: Database, batch_id: str, file_id: str) -> None:
+async def set_input_file(
+    db: Database, batch_id: str, file_id: str, *, lease: Lease | None = None
+) -> None:
+    fence, params = _fenced(lease)
     async with db.transaction() as conn:
         await conn.execute(
-            "UPDATE batches SET input_file_id = ? WHERE id = ? AND status = 'created'",
-            (file_id, batch_id),
+            f"UPDATE batches SET input_file_id = ? WHERE id = ? AND status = 'created'{fence}",
+            (file_id, batch_id, *params),
         )
 
 
@@ -214,33 +320,43 @@ async def mark_submitted(
     input_file_id: str,
     now_ms: int,
     next_poll_ms: int,
+    lease: Lease | None = None,
 ) -> bool:
+    """Record the provider's batch. False if the batch is no longer ``created`` or, with
+    ``lease``, no longer held under it: the caller then cancels what it created."""
     check_batch(BatchState.CREATED, BatchState.SUBMITTED)
+    fence, params = _fenced(lease)
     async with db.transaction() as conn:
-        cursor = await conn.execute(
+        changed = await conn.execute(
             "UPDATE batches SET status = 'submitted', provider_batch_id = ?, input_file_id = ?, "
-            "submitted_ms = ?, next_poll_ms = ? WHERE id = ? AND status = 'created'",
-            (provider_batch_id, input_file_id, now_ms, next_poll_ms, batch_id),
+            "submitted_ms = ?, next_poll_ms = ?, lease_ms = 0 "
+            f"WHERE id = ? AND status = 'created'{fence}",
+            (provider_batch_id, input_file_id, now_ms, next_poll_ms, batch_id, *params),
         )
-        return cursor.rowcount == 1
+        return changed == 1
 
 
-async def release(db: Database, batch_id: str, *, now_ms: int, reason: str) -> int:
+async def release(
+    db: Database, batch_id: str, *, now_ms: int, reason: str, lease: Lease | None = None
+) -> int:
     """The provider never accepted this batch: fail it locally and requeue its tickets
     without charging them an attempt. Returns how many tickets went back."""
     check_batch(BatchState.CREATED, BatchState.FAILED)
+    fence, params = _fenced(lease)
     async with db.transaction() as conn:
-        cursor = await conn.execute(
-            "UPDATE batches SET status = 'failed', finished_ms = ?, errors = ? "
-            "WHERE id = ? AND status = 'created'",
-            (now_ms, _text([{"code": "not_submitted", "message": reason}]), batch_id),
+        changed = await conn.execute(
+            "UPDATE batches SET status = 'failed', finished_ms = ?, errors = ?, lease_ms = 0 "
+            f"WHERE id = ? AND status = 'created'{fence}",
+            (now_ms, _text([{"code": "not_submitted", "message": reason}]), batch_id, *params),
         )
-        if cursor.rowcount != 1:
+        if changed != 1:
             return 0
-        async with conn.execute(
-            "SELECT id FROM tickets WHERE batch_id = ? AND status = 'submitted'", (batch_id,)
-        ) as found:
-            ids = [row[0] for row in await found.fetchall()]
+        rows = await conn.fetchall(
+            "SELECT id FROM tickets WHERE batch_id = ? AND status = 'submitted' "
+            f"ORDER BY id{conn.dialect.lock}",
+            (batch_id,),
+        )
+        ids = [row[0] for row in rows]
         await conn.executemany(
             "UPDATE tickets SET status = 'queued', batch_id = NULL, attempts = attempts - 1, "
             "updated_ms = ? WHERE id = ? AND status = 'submitted'",
@@ -258,14 +374,20 @@ async def record_poll(
     poll_failures: int,
     completed: int | None = None,
     failed: int | None = None,
-) -> None:
+    lease: Lease | None = None,
+) -> bool:
+    """When to poll next; with ``lease``, also give the lease up (any replica may take
+    the next poll). False if the lease was lost meanwhile."""
+    fence, params = _fenced(lease)
+    release_lease = ", lease_ms = 0" if lease is not None else ""
     async with db.transaction() as conn:
-        await conn.execute(
+        changed = await conn.execute(
             "UPDATE batches SET next_poll_ms = ?, poll_failures = ?, "
             "completed_lines = COALESCE(?, completed_lines), "
-            "failed_lines = COALESCE(?, failed_lines) WHERE id = ?",
-            (next_poll_ms, poll_failures, completed, failed, batch_id),
+            f"failed_lines = COALESCE(?, failed_lines){release_lease} WHERE id = ?{fence}",
+            (next_poll_ms, poll_failures, completed, failed, batch_id, *params),
         )
+        return changed == 1
 
 
 @dataclass(slots=True)
@@ -367,7 +489,7 @@ async def apply_outcomes(
                 finals.append(
                     (
                         status.value,
-                        None if outcome.error is None else orjson.dumps(outcome.error),
+                        None if outcome.error is None else orjson.dumps(outcome.error).decode(),
                         outcome.prompt_tokens, outcome.completion_tokens, outcome.cached_tokens,
                         *(outcome.cost or (None, None, None)), ticket.id,
                     )
@@ -376,9 +498,12 @@ async def apply_outcomes(
                 if status is TicketStatus.COMPLETED and outcome.result is not None:
                     results.append((ticket.id, outcome.result))
             events.append((ticket.id, now_ms, "submitted", status.value, outcome.detail))
-        await update_values(
-            conn, _FINISH, finals, _FINISH_WHERE, before=(now_ms, now_ms), after=(batch_id,)
-        )
+        if conn.dialect.postgres:
+            await _finish_pg(conn, finals, now_ms=now_ms, batch_id=batch_id)
+        else:
+            await update_values(
+                conn, _FINISH, finals, _FINISH_WHERE, before=(now_ms, now_ms), after=(batch_id,)
+            )
         await insert_values(conn, "INSERT INTO ticket_results (ticket_id, result)", results)
         for part in chunks(retries, MAX_PARAMS - 3):
             await conn.execute(
@@ -391,25 +516,26 @@ async def apply_outcomes(
         if late:
             # The request's final row (written with the direct send, at the ticket's
             # finished_ms) and the ticket carry what the provider bills for both sends.
-            await conn.executemany(_ADD_LATE_TO_ROUTE, late)
-            await conn.executemany(_ADD_LATE_TO_TICKET, late)
+            await conn.executemany(_ADD_LATE_TO_ROUTE, [(c, c, i, i) for c, i in late])
+            await conn.executemany(_ADD_LATE_TO_TICKET, [(c, c, i) for c, i in late])
         await add_webhooks(conn, [t for t, _ in applied.final if t.callback_url], now_ms)
         if route is not None:
             await insert_routes(conn, [route(t, o) for t, o in applied.final])
     return applied
 
 
-# (cost, ticket id). The final row is found by its time (the ticket's finished_ms, on
-# the routes_ts index), then by ticket; SET reads the old cost on the right-hand side.
+# (cost, cost, ticket id, ticket id): plain placeholders, which both engines take. The
+# final row is found by its time (the ticket's finished_ms, on the routes_ts index), then
+# by ticket; SET reads the old cost on the right-hand side.
 _ADD_LATE_TO_ROUTE = (
-    "UPDATE routes SET cost_usd = COALESCE(cost_usd, 0) + ?1, "
-    "saved_usd = COALESCE(baseline_usd, 0) - COALESCE(cost_usd, 0) - ?1 "
-    "WHERE ts_ms = (SELECT finished_ms FROM tickets WHERE id = ?2) "
-    "AND ticket_id = ?2 AND status != 202"
+    "UPDATE routes SET cost_usd = COALESCE(cost_usd, 0) + ?, "
+    "saved_usd = COALESCE(baseline_usd, 0) - COALESCE(cost_usd, 0) - ? "
+    "WHERE ts_ms = (SELECT finished_ms FROM tickets WHERE id = ?) "
+    "AND ticket_id = ? AND status != 202"
 )
 _ADD_LATE_TO_TICKET = (
-    "UPDATE tickets SET cost_usd = COALESCE(cost_usd, 0) + ?1, "
-    "saved_usd = COALESCE(baseline_usd, 0) - COALESCE(cost_usd, 0) - ?1 WHERE id = ?2"
+    "UPDATE tickets SET cost_usd = COALESCE(cost_usd, 0) + ?, "
+    "saved_usd = COALESCE(baseline_usd, 0) - COALESCE(cost_usd, 0) - ? WHERE id = ?"
 )
 
 
@@ -424,12 +550,35 @@ def _late_cost(
     return None if cost is None else cost[0]
 
 
-async def _waiting(conn: aiosqlite.Connection, batch_id: str, ids: list[str]) -> list[Waiting]:
-    """The tickets of ``ids`` still claimed by ``batch_id`` (in any status)."""
+async def _finish_pg(
+    conn: Conn, finals: Sequence[tuple[Any, ...]], *, now_ms: int, batch_id: str
+) -> None:
+    """``_FINISH`` on PostgreSQL: the chunk's final states as typed arrays, one
+    statement for any count (a ``VALUES`` list in ``FROM`` has untyped parameters)."""
+    if not finals:
+        return
+    columns = [list(column) for column in zip(*finals, strict=True)]
+    await conn.execute(
+        "UPDATE tickets SET status = v.status, updated_ms = ?, finished_ms = ?, "
+        "error = v.error, prompt_tokens = v.prompt, completion_tokens = v.completion, "
+        "cached_tokens = v.cached, cost_usd = v.cost, baseline_usd = v.baseline, "
+        "saved_usd = v.saved FROM unnest(?::text[], ?::text[], ?::bigint[], ?::bigint[], "
+        "?::bigint[], ?::float8[], ?::float8[], ?::float8[], ?::text[]) "
+        "AS v(status, error, prompt, completion, cached, cost, baseline, saved, id) "
+        "WHERE tickets.id = v.id AND tickets.status = 'submitted' AND tickets.batch_id = ?",
+        (now_ms, now_ms, *columns, batch_id),
+    )
+
+
+async def _waiting(conn: Conn, batch_id: str, ids: list[str]) -> list[Waiting]:
+    """The tickets of ``ids`` still claimed by ``batch_id`` (in any status), locked on
+    PostgreSQL: an ingest of the same batch racing on another replica waits here and
+    then sees them settled, so nothing is written twice."""
     found: list[Waiting] = []
     for part in chunks(ids, MAX_PARAMS - 1):
-        rows = await conn.execute_fetchall(
-            f"SELECT {_WAITING} FROM tickets WHERE batch_id = ? AND id IN ({marks(len(part))})",
+        rows = await conn.fetchall(
+            f"SELECT {_WAITING} FROM tickets WHERE batch_id = ? AND id IN ({marks(len(part))}) "
+            f"ORDER BY id{conn.dialect.lock}",
             [batch_id, *part],
         )
         found.extend(Waiting(*row) for row in rows)
@@ -460,17 +609,20 @@ async def close(
     completed: int,
     failed: int,
     errors: Sequence[Mapping[str, Any]] = (),
+    lease: Lease | None = None,
 ) -> bool:
     """Record the final state, after every ticket of the batch has been resolved."""
     check_batch(BatchState.SUBMITTED, state)
+    fence, params = _fenced(lease)
     async with db.transaction() as conn:
-        cursor = await conn.execute(
+        changed = await conn.execute(
             "UPDATE batches SET status = ?, finished_ms = ?, completed_lines = ?, "
-            "failed_lines = ?, errors = ? WHERE id = ? AND status = 'submitted'",
+            "failed_lines = ?, errors = ?, lease_ms = 0 "
+            f"WHERE id = ? AND status = 'submitted'{fence}",
             (state.value, now_ms, completed, failed,
-             _text(list(errors)) if errors else None, batch_id),
+             _text(list(errors)) if errors else None, batch_id, *params),
         )  # fmt: skip
-        return cursor.rowcount == 1
+        return changed == 1
 
 
 async def batch_errors(db: Database, batch_id: str) -> list[dict[str, Any]]:

@@ -1,51 +1,33 @@
-"""The SQLite database: one writer connection, one reader connection, WAL.
+"""The store's engine seam: ``Database`` (opened from a path for SQLite or a
+``postgresql://`` URL for PostgreSQL) and ``Conn``, the connection a write transaction
+hands out. Every function in ``proxy.store`` takes one of these and works on both
+engines; see the package docstring for how to write one.
 
-Writes go through ``Database.transaction`` (serialised, ``BEGIN IMMEDIATE``) or through
-a ``GroupCommit``, which gathers concurrent writes into one transaction so that many
-callers share one commit: a caller's ``submit`` returns only after its row is durable.
+Writes go through ``Database.transaction`` or through a ``GroupCommit``, which gathers
+concurrent writes into one transaction so that many callers share one commit: a
+caller's ``submit`` returns only after its row is durable.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
-
-import aiosqlite
-
-from proxy.store.migrations import MIGRATIONS
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-_PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=NORMAL",
-    "PRAGMA busy_timeout=10000",
-    "PRAGMA foreign_keys=ON",
-    "PRAGMA temp_store=MEMORY",
-)
-# Checkpoints run every ~40 MB of WAL rather than every 4 MB: each one fsyncs and
-# copies hot pages (ticket rows, status indexes) that the next ingest chunk rewrites
-# anyway; after one, the WAL file is truncated back to 64 MB.
-_WRITER_PRAGMAS = (
-    "PRAGMA wal_autocheckpoint=10000",
-    "PRAGMA journal_size_limit=67108864",
-)
-# An ingest chunk dirties more pages than the default 2 MB cache holds, and SQLite then
-# spills them into the WAL before the commit, so batch-sized jobs get 32 MB on the
-# writer for their duration (``Database.bulk``). Only then: kept all the time, the
-# cache filled up with routing-log pages under real-time traffic and the resident size
-# grew by ~18 MB between two equal rounds of the memory benchmark.
-_BULK_CACHE = "PRAGMA cache_size=-32768"
-_DEFAULT_CACHE = "PRAGMA cache_size=-2000"
+# A result row: ``sqlite3.Row`` or ``asyncpg.Record``. Both index by position and by
+# column name, and ``dict(row)`` gives {column: value} on both.
+Row: TypeAlias = Any
 
 
 def now_ms() -> int:
@@ -53,17 +35,19 @@ def now_ms() -> int:
 
 
 def _max_params() -> int:
+    import sqlite3
+
     with contextlib.closing(sqlite3.connect(":memory:")) as conn:
         return int(conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
 
 
-# Host parameters per statement: the library's limit (999 before SQLite 3.32), capped
-# so that one statement binds a bounded amount.
+# Host parameters per statement: the SQLite library's limit (999 before SQLite 3.32),
+# capped so that one statement binds a bounded amount; PostgreSQL allows 32,767.
 MAX_PARAMS = min(_max_params(), 32766)
 
 
 async def insert_values(
-    conn: aiosqlite.Connection, head: str, rows: Sequence[Sequence[Any]], *, tail: str = ""
+    conn: Conn, head: str, rows: Sequence[Sequence[Any]], *, tail: str = ""
 ) -> None:
     """``head VALUES (?, ...), (?, ...) ... tail`` for all ``rows`` (all of one width) in
     as few statements as the parameter limit allows. Unlike ``executemany``, which
@@ -75,7 +59,7 @@ async def insert_values(
 
 
 async def update_values(
-    conn: aiosqlite.Connection,
+    conn: Conn,
     head: str,
     rows: Sequence[Sequence[Any]],
     tail: str,
@@ -150,112 +134,131 @@ def values_statements(
             yield sql, [row[i] for row in part for i in kept]
 
 
-class Database:
-    def __init__(self, path: str, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
-        self.path = path
-        self._writer = writer
-        self._reader = reader
-        self._write_lock = asyncio.Lock()
-        self._read_lock = asyncio.Lock()
-        self._bulk_jobs = 0
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """The SQL that differs between the engines, as fragments a store function splices
+    into otherwise shared statements (all statements use ``?`` placeholders; the
+    PostgreSQL engine numbers them). Whole statements that differ branch on
+    ``dialect.postgres`` inside ``proxy.store`` and nowhere else."""
 
-    @classmethod
-    async def open(cls, path: str | Path) -> Database:
-        path = str(path)
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        writer = await _connect(path, _WRITER_PRAGMAS)
-        await _migrate(writer)
-        reader = await _connect(path)
-        return cls(path, writer, reader)
+    name: str
+    # Appended to a SELECT that reads rows the same transaction then changes: on
+    # PostgreSQL it locks them (and re-checks the WHERE after waiting for another
+    # writer), so "the rows that really changed" stays exact across replicas. SQLite
+    # has one writer at a time and no row locks.
+    lock: str
+    # A claim: rows another transaction holds are skipped instead of waited for.
+    skip_locked: str
+    max_params: int
 
-    async def close(self) -> None:
-        async with self._write_lock:
-            await self._writer.close()
-        await self._reader.close()
+    @property
+    def postgres(self) -> bool:
+        return self.name == "postgres"
 
-    @contextlib.asynccontextmanager
-    async def bulk(self) -> AsyncIterator[None]:
-        """The writer's big page cache while a batch-sized job (an ingest, a flush's
-        claim) runs; back to the default once the last such job ends."""
-        self._bulk_jobs += 1
-        if self._bulk_jobs == 1:
-            async with self._write_lock:
-                await self._writer.execute(_BULK_CACHE)
-        try:
-            yield
-        finally:
-            self._bulk_jobs -= 1
-            if self._bulk_jobs == 0:
-                async with self._write_lock:
-                    await self._writer.execute(_DEFAULT_CACHE)
+    def greatest(self, *exprs: str) -> str:
+        """The larger of several values (SQLite's two-argument ``MAX`` is scalar)."""
+        return f"{'GREATEST' if self.postgres else 'MAX'}({', '.join(exprs)})"
 
-    async def writer_cache_kib(self) -> int:
-        """The writer's page-cache limit in KiB (for tests of ``bulk``)."""
-        async with self._write_lock, self._writer.execute("PRAGMA cache_size") as cursor:
-            row = await cursor.fetchone()
-        return -int(row[0]) if row is not None else 0
+    def clock_ms(self, now_ms: int) -> tuple[str, list[Any]]:
+        """(SQL, params) for "now" in Unix ms where leases compare times: PostgreSQL
+        uses the database server's clock (one clock for every replica, so a replica's
+        skewed clock can neither steal a lease nor keep one); SQLite, one process on one
+        box, uses the caller's clock (which tests drive)."""
+        if self.postgres:
+            return "(CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT))", []
+        return "?", [now_ms]
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+
+SQLITE = Dialect("sqlite", lock="", skip_locked="", max_params=32766)
+POSTGRES = Dialect(
+    "postgres", lock=" FOR UPDATE", skip_locked=" FOR UPDATE SKIP LOCKED", max_params=32767
+)
+
+
+class Conn(Protocol):
+    """One connection inside a write transaction (``Database.transaction``)."""
+
+    dialect: Dialect
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
+
+
+class Database(abc.ABC):
+    """A store engine. ``Database.open(target)`` picks one: a ``postgresql://`` URL
+    opens ``proxy.store.postgres.PgDatabase``, anything else is a SQLite file path
+    (``proxy.store.sqlite.SqliteDatabase``). Opening applies pending migrations."""
+
+    dialect: Dialect
+    # Human-readable target without credentials (logs, check-config).
+    where: str
+
+    @staticmethod
+    async def open(target: str | Path, *, pool_size: int = 8) -> Database:
+        text = str(target)
+        if is_postgres_url(text):
+            from proxy.store.postgres import PgDatabase
+
+            return await PgDatabase.open(text, pool_size=pool_size)
+        from proxy.store.sqlite import SqliteDatabase
+
+        return await SqliteDatabase.open(text)
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Conn]:
         """An exclusive write transaction; commits on success, rolls back on error."""
-        async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._writer
-            except BaseException:
-                await self._writer.rollback()
-                raise
-            else:
-                await self._writer.commit()
 
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
-        # One query at a time on the reader, each run to completion: a half-read cursor
-        # keeps its snapshot open, and another coroutine's query on the same connection
-        # would then miss a row committed meanwhile (seen under load as a 202 that could
-        # not re-read its own ticket).
-        async with self._read_lock, self._reader.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+    @abc.abstractmethod
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """A read outside any transaction; sees everything committed before it began."""
 
-    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 
+    def bulk(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Around a batch-sized job (an ingest, a flush's claim): engine tuning for it."""
+        return contextlib.nullcontext()
 
-async def _connect(path: str, extra: Sequence[str] = ()) -> aiosqlite.Connection:
-    # isolation_level=None: we issue BEGIN/COMMIT ourselves.
-    conn = await aiosqlite.connect(path, isolation_level=None)
-    conn.row_factory = aiosqlite.Row
-    for pragma in (*_PRAGMAS, *extra):
-        await conn.execute(pragma)
-    return conn
+    async def server_version(self) -> str:
+        """The engine and its version (``costroute check-config``)."""
+        raise NotImplementedError
+
+    # --- cross-process wake-ups ----------------------------------------------------------
+
+    @property
+    def shared(self) -> bool:
+        """True when other processes may write the same database (PostgreSQL):
+        in-process wake-ups then need ``notify``/``listen`` to reach the others."""
+        return False
+
+    async def notify(self, channel: str, payload: str) -> None:  # noqa: B027 (optional)
+        """Tell every process listening on ``channel`` (no-op on a single-process engine)."""
+
+    async def listen(  # noqa: B027 (optional)
+        self, channel: str, callback: Callable[[str], None]
+    ) -> None:
+        """Call ``callback(payload)`` for each notification on ``channel`` (from any
+        process, this one included). A single-process engine has nobody to hear from."""
+
+    @property
+    def listening(self) -> bool:
+        """Whether notifications arrive right now (False while reconnecting); callers
+        then fall back to polling more often."""
+        return not self.shared
 
 
-async def _migrate(conn: aiosqlite.Connection) -> None:
-    await conn.execute(
-        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_ms INTEGER)"
-    )
-    async with conn.execute("SELECT name FROM _migrations") as cursor:
-        done = {row[0] for row in await cursor.fetchall()}
-    for name, sql in MIGRATIONS:
-        if name in done:
-            continue
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _statements(sql):
-                await conn.execute(statement)
-            await conn.execute(
-                "INSERT INTO _migrations (name, applied_ms) VALUES (?, ?)", (name, now_ms())
-            )
-        except BaseException:
-            await conn.rollback()
-            raise
-        await conn.commit()
-        log.info("applied migration %s", name)
-
-
-def _statements(script: str) -> Iterable[str]:
-    return (part.strip() for part in script.split(";") if part.strip())
+def is_postgres_url(target: str) -> bool:
+    return target.startswith(("postgresql://", "postgres://"))
 
 
 class GroupCommit(Generic[T, R]):
@@ -272,7 +275,7 @@ class GroupCommit(Generic[T, R]):
     def __init__(
         self,
         db: Database,
-        apply: Callable[[aiosqlite.Connection, list[T]], Awaitable[list[R]]],
+        apply: Callable[[Conn, list[T]], Awaitable[list[R]]],
         *,
         max_items: int = 2048,
         linger: float = 0.0,

@@ -22,7 +22,7 @@ _ENTRY_COLUMNS = (
 _ACTIVE = "active"
 
 
-class SqliteCacheRegistry:
+class StoreCacheRegistry:
     def __init__(self, db: Database) -> None:
         self._db = db
 
@@ -62,10 +62,10 @@ class SqliteCacheRegistry:
                 "VALUES (?, ?, ?, ?)",
                 [(fp, model, credential, now_ms) for fp in fingerprints],
             )
-            cursor = await conn.execute(
+            rows = await conn.fetchall(
                 "SELECT fingerprint, "
-                "SUM(too_small = 0 AND ts_ms > ?) AS seen, "
-                "MAX(too_small = 1 AND ts_ms > ?) AS small "
+                "SUM(CASE WHEN too_small = 0 AND ts_ms > ? THEN 1 ELSE 0 END) AS seen, "
+                "MAX(CASE WHEN too_small = 1 AND ts_ms > ? THEN 1 ELSE 0 END) AS small "
                 f"FROM gemini_prefix_seen WHERE fingerprint IN ({marks}) "
                 "AND model = ? AND credential = ? AND ts_ms > ? GROUP BY fingerprint",
                 (
@@ -77,8 +77,6 @@ class SqliteCacheRegistry:
                     min(window_start, marker_start),
                 ),
             )
-            rows = list(await cursor.fetchall())
-            await cursor.close()
         found = {row[0]: Sighting(count=int(row[1] or 0), too_small=bool(row[2])) for row in rows}
         return {fp: found.get(fp, Sighting(count=1, too_small=False)) for fp in fingerprints}
 
@@ -106,7 +104,7 @@ class SqliteCacheRegistry:
         async with self._db.transaction() as conn:
             await conn.execute(
                 "UPDATE gemini_caches SET hits = hits + 1, "
-                "last_used_ms = MAX(last_used_ms, ?) WHERE name = ?",
+                f"last_used_ms = {conn.dialect.greatest('last_used_ms', '?')} WHERE name = ?",
                 (now_ms, name),
             )
 
@@ -145,6 +143,10 @@ class SqliteCacheRegistry:
                 "(too_small = 0 AND ts_ms <= ?) OR (too_small = 1 AND ts_ms <= ?)",
                 (seen_before_ms, too_small_before_ms),
             )
+
+
+# The name it had while SQLite was the only engine.
+SqliteCacheRegistry = StoreCacheRegistry
 
 
 def _entry(row: Any) -> CacheEntry:

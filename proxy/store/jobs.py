@@ -228,6 +228,9 @@ class Batch:
     submitted_ms: int | None = None
     next_poll_ms: int | None = None
     poll_failures: int = 0
+    # The process holding the row's lease, and the epoch it holds it under.
+    owner: str | None = None
+    epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)

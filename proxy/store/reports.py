@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.store.db import Database
+from proxy.store.db import Database, Dialect
 
-# Whitelisted: the only SQL that reaches the GROUP BY.
+# Whitelisted: the only SQL that reaches the GROUP BY (``day`` is the UTC date).
 GROUP_EXPRESSIONS = {
     "lane": "lane",
     "model": "model",
@@ -26,14 +26,23 @@ GROUP_EXPRESSIONS = {
     "key": "key_name",
     "day": "strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch')",
 }
+_PG_DAY = "to_char(to_timestamp(ts_ms / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+
+
+def group_expression(by: str, dialect: Dialect) -> str:
+    if by == "day" and dialect.postgres:
+        return _PG_DAY
+    return GROUP_EXPRESSIONS[by]
+
+
 _TICKET_FINAL = "('completed', 'failed', 'cancelled')"
 _BATCH_FINAL = "('completed', 'failed', 'expired', 'cancelled')"
 
 _REQUESTS = f"""
     SELECT ts_ms, key_name, model, provider, lane,
-           status >= 400 AND status != 499 AS failed,
+           CASE WHEN status >= 400 AND status != 499 THEN 1 ELSE 0 END AS failed,
            0 AS pending,
-           status < 400 AND cost_usd IS NULL AS unpriced,
+           CASE WHEN status < 400 AND cost_usd IS NULL THEN 1 ELSE 0 END AS unpriced,
            prompt_tokens, completion_tokens, cached_tokens, cost_usd, baseline_usd, saved_usd
     FROM routes
     WHERE (ticket_id IS NULL OR status != 202) AND ts_ms >= ? AND ts_ms <= ?
@@ -49,12 +58,12 @@ _AGGREGATES = """
     SUM(failed) AS failed,
     SUM(pending) AS pending,
     SUM(unpriced) AS unpriced,
-    COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens,
-    COALESCE(SUM(completion_tokens), 0) AS completion_tokens,
-    COALESCE(SUM(cached_tokens), 0) AS cached_tokens,
-    TOTAL(cost_usd) AS cost,
-    TOTAL(baseline_usd) AS baseline,
-    TOTAL(saved_usd) AS savings
+    CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens,
+    CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens,
+    CAST(COALESCE(SUM(cached_tokens), 0) AS BIGINT) AS cached_tokens,
+    COALESCE(SUM(cost_usd), 0.0) AS cost,
+    COALESCE(SUM(baseline_usd), 0.0) AS baseline,
+    COALESCE(SUM(saved_usd), 0.0) AS savings
 """
 
 
@@ -62,10 +71,12 @@ async def report_groups(
     db: Database, *, since_ms: int, until_ms: int, by: str
 ) -> list[dict[str, Any]]:
     """One dict per group (``group`` is None for rows without a value), ordered by group."""
-    expression = GROUP_EXPRESSIONS[by]
+    expression = group_expression(by, db.dialect)
     rows = await db.fetchall(
-        f"WITH requests AS ({_REQUESTS}) "
-        f"SELECT {expression} AS grp, {_AGGREGATES} FROM requests GROUP BY grp ORDER BY grp",
+        f"WITH requests AS ({_REQUESTS}) SELECT * FROM ("
+        f"SELECT {expression} AS grp, {_AGGREGATES} FROM requests GROUP BY grp) AS g "
+        # Rows without a value first on both engines (PostgreSQL puts NULLs last).
+        "ORDER BY CASE WHEN grp IS NULL THEN 0 ELSE 1 END, grp",
         (since_ms, until_ms, since_ms, until_ms),
     )
     groups = [dict(row) for row in rows]

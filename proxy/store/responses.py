@@ -11,8 +11,8 @@ async def remember(
 ) -> None:
     async with db.transaction() as conn:
         await conn.execute(
-            "INSERT OR IGNORE INTO response_owners (id, key_name, provider, created_ms) "
-            "VALUES (?, ?, ?, ?)",
+            "INSERT INTO response_owners (id, key_name, provider, created_ms) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
             (response_id, key_name, provider, created_ms),
         )
 
@@ -35,7 +35,8 @@ async def forget(db: Database, response_id: str) -> None:
 async def mark_deleted(db: Database, response_id: str, *, key_name: str, now_ms: int) -> None:
     async with db.transaction() as conn:
         await conn.execute(
-            "INSERT OR IGNORE INTO deleted_responses (id, key_name, deleted_ms) VALUES (?, ?, ?)",
+            "INSERT INTO deleted_responses (id, key_name, deleted_ms) VALUES (?, ?, ?) "
+            "ON CONFLICT (id) DO NOTHING",
             (response_id, key_name, now_ms),
         )
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import aiosqlite
-
-from proxy.store.db import Database, insert_values
+from proxy.store.db import Conn, Database, insert_values
 
 COLUMNS: tuple[str, ...] = (
     "ts_ms",
@@ -40,7 +38,7 @@ COLUMNS: tuple[str, ...] = (
 _INSERT = f"INSERT INTO routes ({', '.join(COLUMNS)})"
 
 
-async def insert_routes(conn: aiosqlite.Connection, rows: Sequence[Sequence[Any]]) -> None:
+async def insert_routes(conn: Conn, rows: Sequence[Sequence[Any]]) -> None:
     await insert_values(conn, _INSERT, rows)
 
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import aiosqlite
 import orjson
 
-from proxy.store.db import Database, insert_values
+from proxy.store.db import Conn, Database, insert_values
 from proxy.store.jobs import NewTicket, Ticket, TicketFacts, TicketStatus, check_ticket
 from proxy.store.routes import insert_routes
 
@@ -91,7 +90,7 @@ _INSERT = (
 
 
 async def insert_tickets(
-    conn: aiosqlite.Connection, items: list[NewTicket], *, route: AcceptedRoute | None = None
+    conn: Conn, items: list[NewTicket], *, route: AcceptedRoute | None = None
 ) -> list[str]:
     """``GroupCommit`` apply step: one id per item, the existing ticket's id when the
     caller's ``Idempotency-Key`` was seen before (even earlier in this same group).
@@ -135,7 +134,7 @@ async def insert_tickets(
         bodies = [(item.id, item.body) for item in items]
         events = [(item.id, item.created_ms, None, "queued", item.reason) for item in items]
     for item in [] if fast else items:
-        cursor = await conn.execute(
+        inserted = await conn.execute(
             _INSERT,
             (
                 item.id, item.key_name, item.request_id, item.idempotency_key, item.endpoint,
@@ -144,16 +143,15 @@ async def insert_tickets(
                 item.not_before_ms, item.created_ms, item.callback_url,
             ),
         )  # fmt: skip
-        if cursor.rowcount == 1:
+        if inserted == 1:
             ids.append(item.id)
             bodies.append((item.id, item.body))
             events.append((item.id, item.created_ms, None, "queued", item.reason))
             continue
-        async with conn.execute(
+        row = await conn.fetchone(
             "SELECT id FROM tickets WHERE key_name = ? AND idempotency_key = ?",
             (item.key_name, item.idempotency_key),
-        ) as found:
-            row = await found.fetchone()
+        )
         assert row is not None  # the conflict that skipped the insert is this row
         ids.append(row[0])
     await insert_values(conn, "INSERT INTO ticket_bodies (ticket_id, body)", bodies)
@@ -229,6 +227,19 @@ async def events_of(db: Database, ticket_id: str) -> list[tuple[str | None, str,
     return [(row[0], row[1], row[2] or "") for row in rows]
 
 
+async def final_among(db: Database, ids: Sequence[str]) -> list[str]:
+    """The tickets of ``ids`` that have ended."""
+    ended: list[str] = []
+    for part in chunks(ids):
+        rows = await db.fetchall(
+            f"SELECT id FROM tickets WHERE id IN ({marks(len(part))}) "
+            "AND status IN ('completed', 'failed', 'cancelled')",
+            list(part),
+        )
+        ended.extend(row[0] for row in rows)
+    return ended
+
+
 async def count_by_status(db: Database) -> dict[str, int]:
     rows = await db.fetchall("SELECT status, COUNT(*) FROM tickets GROUP BY status")
     return {row[0]: row[1] for row in rows}
@@ -242,9 +253,7 @@ async def oldest_queued_ms(db: Database) -> int | None:
 # --- transitions ---------------------------------------------------------------------
 
 
-async def add_events(
-    conn: aiosqlite.Connection, rows: Iterable[tuple[str, int, str | None, str, str]]
-) -> None:
+async def add_events(conn: Conn, rows: Iterable[tuple[str, int, str | None, str, str]]) -> None:
     await insert_values(
         conn,
         "INSERT INTO ticket_events (ticket_id, ts_ms, from_status, to_status, detail)",
@@ -252,21 +261,22 @@ async def add_events(
     )
 
 
-async def select_in_state(
-    conn: aiosqlite.Connection, ids: Sequence[str], status: TicketStatus
-) -> list[Ticket]:
+async def select_in_state(conn: Conn, ids: Sequence[str], status: TicketStatus) -> list[Ticket]:
+    """The tickets of ``ids`` in ``status``, locked for the rest of the transaction on
+    PostgreSQL (in id order, so two replicas moving overlapping sets never deadlock)."""
     found: list[Ticket] = []
     for part in chunks(ids):
-        async with conn.execute(
-            f"SELECT {COLUMNS} FROM tickets WHERE status = ? AND id IN ({marks(len(part))})",
+        rows = await conn.fetchall(
+            f"SELECT {COLUMNS} FROM tickets WHERE status = ? AND id IN ({marks(len(part))}) "
+            f"ORDER BY id{conn.dialect.lock}",
             [status.value, *part],
-        ) as cursor:
-            found.extend(ticket_from_row(row) for row in await cursor.fetchall())
+        )
+        found.extend(ticket_from_row(row) for row in rows)
     return found
 
 
 async def move(
-    conn: aiosqlite.Connection,
+    conn: Conn,
     ids: Sequence[str],
     old: TicketStatus,
     new: TicketStatus,
@@ -316,11 +326,13 @@ async def cancel(
     if started_too:
         froms += [TicketStatus.SUBMITTED, TicketStatus.REALTIME]
     async with db.transaction() as conn:
-        async with conn.execute(
-            "SELECT 1 FROM tickets WHERE id = ? AND key_name = ?", (ticket_id, key_name)
-        ) as cursor:
-            if await cursor.fetchone() is None:
-                return None
+        if (
+            await conn.fetchone(
+                "SELECT 1 FROM tickets WHERE id = ? AND key_name = ?", (ticket_id, key_name)
+            )
+            is None
+        ):
+            return None
         moved: list[Ticket] = []
         for before in froms:
             moved = await move(
@@ -354,21 +366,21 @@ async def escalate_due(
     if found is None or not found[0]:
         return moved
     async with db.transaction() as conn:
-        async with conn.execute(
+        rows = await conn.fetchall(
             "SELECT id FROM tickets WHERE status IN ('queued', 'submitted') "
             "AND deadline_ms <= ? ORDER BY deadline_ms LIMIT ?",
             (now_ms + margin_ms, limit),
-        ) as cursor:
-            late = [row[0] for row in await cursor.fetchall()]
-        async with conn.execute(
+        )
+        late = [row[0] for row in rows]
+        rows = await conn.fetchall(
             # Off-peak tickets once their window opens; queued real-time tickets (lines of
             # a user batch whose model has no cheaper lane) at once.
             "SELECT id, lane FROM tickets WHERE status = 'queued' "
             "AND lane IN ('offpeak', 'realtime') "
             "AND not_before_ms <= ? ORDER BY not_before_ms LIMIT ?",
             (now_ms, limit),
-        ) as cursor:
-            due = [(row[0], row[1]) for row in await cursor.fetchall() if row[0] not in late]
+        )
+        due = [(row[0], row[1]) for row in rows if row[0] not in late]
         guard = "deadline guard: deadline within margin, sent in real time"
         for old in (TicketStatus.QUEUED, TicketStatus.SUBMITTED):
             for ticket in await move(
@@ -400,7 +412,7 @@ async def realtime_batch(db: Database, limit: int) -> list[tuple[Ticket, bytes]]
 
 
 async def finish(
-    conn: aiosqlite.Connection,
+    conn: Conn,
     ticket: Ticket,
     new: TicketStatus,
     *,
@@ -416,17 +428,17 @@ async def finish(
     """Finish one ticket that is in ``ticket.status``; False if it moved meanwhile.
     ``route`` is its routing-log row, written only if the ticket really ended here."""
     check_ticket(ticket.status, new)
-    cursor = await conn.execute(
+    changed = await conn.execute(
         "UPDATE tickets SET status = ?, updated_ms = ?, finished_ms = ?, "
         "error = ?, prompt_tokens = ?, completion_tokens = ?, cached_tokens = ?, "
         "cost_usd = ?, baseline_usd = ?, saved_usd = ?, attempts = attempts + ? "
         "WHERE id = ? AND status = ?",
         (
-            new.value, now_ms, now_ms, None if error is None else orjson.dumps(error),
+            new.value, now_ms, now_ms, None if error is None else orjson.dumps(error).decode(),
             *usage, *(cost or (None, None, None)), attempts_delta, ticket.id, ticket.status.value,
         ),
     )  # fmt: skip
-    if cursor.rowcount != 1:
+    if changed != 1:
         return False
     if result is not None:
         await conn.execute(
@@ -449,9 +461,7 @@ async def note(db: Database, ticket_id: str, now_ms: int, status: str, detail: s
 # --- webhooks ------------------------------------------------------------------------
 
 
-async def add_webhooks(
-    conn: aiosqlite.Connection, tickets: Sequence[TicketFacts], now_ms: int
-) -> None:
+async def add_webhooks(conn: Conn, tickets: Sequence[TicketFacts], now_ms: int) -> None:
     await conn.executemany(
         "INSERT INTO webhooks (ticket_id, url, status, attempts, next_attempt_ms, updated_ms) "
         "VALUES (?, ?, 'pending', 0, ?, ?) ON CONFLICT (ticket_id) DO NOTHING",
@@ -459,13 +469,22 @@ async def add_webhooks(
     )
 
 
-async def due_webhooks(db: Database, now_ms: int, limit: int = 100) -> list[tuple[str, str, int]]:
-    """(ticket_id, url, attempts) of deliveries due now."""
-    rows = await db.fetchall(
-        "SELECT ticket_id, url, attempts FROM webhooks WHERE status = 'pending' "
-        "AND next_attempt_ms <= ? ORDER BY next_attempt_ms LIMIT ?",
-        (now_ms, limit),
-    )
+async def due_webhooks(
+    db: Database, now_ms: int, limit: int = 100, *, lease_ms: int = 60_000
+) -> list[tuple[str, str, int]]:
+    """(ticket_id, url, attempts) of deliveries due now, claimed for ``lease_ms``: their
+    next attempt moves that far ahead, so another replica (or this one's next pass) does
+    not send them meanwhile; ``webhook_result`` then sets the real next attempt. A
+    process that dies mid-delivery leaves them due again once the lease passes."""
+    async with db.transaction() as conn:
+        rows = await conn.fetchall(
+            "UPDATE webhooks SET next_attempt_ms = ? "
+            "WHERE ticket_id IN (SELECT ticket_id FROM webhooks WHERE status = 'pending' "
+            f"AND next_attempt_ms <= ? ORDER BY next_attempt_ms LIMIT ?{conn.dialect.skip_locked}) "
+            "RETURNING ticket_id, url, attempts, updated_ms",
+            (now_ms + lease_ms, now_ms, limit),
+        )
+    rows = sorted(rows, key=lambda row: (row[3], row[0]))
     return [(row[0], row[1], row[2]) for row in rows]
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from proxy.store.db import Database, insert_values
+from proxy.store.db import Conn, Database, insert_values
 from proxy.store.jobs import NewTicket, TicketStatus
 from proxy.store.route_rows import accepted
 from proxy.store.tickets import insert_tickets
@@ -125,11 +125,11 @@ async def list_files(
 
 async def delete_file(db: Database, file_id: str, key_name: str) -> bool:
     async with db.transaction() as conn:
-        cursor = await conn.execute(
+        changed = await conn.execute(
             "UPDATE files SET deleted = 1 WHERE id = ? AND key_name = ? AND deleted = 0",
             (file_id, key_name),
         )
-        return cursor.rowcount == 1
+        return changed == 1
 
 
 # --- batches -----------------------------------------------------------------------------
@@ -140,7 +140,7 @@ async def create_batch(db: Database, batch: UserBatch) -> None:
         await _insert_batch(conn, batch)
 
 
-async def _insert_batch(conn: Any, batch: UserBatch) -> None:
+async def _insert_batch(conn: Conn, batch: UserBatch) -> None:
     await conn.execute(
         f"INSERT INTO user_batches ({_BATCH_COLUMNS}) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -205,19 +205,27 @@ async def move_batch(
 ) -> bool:
     """``old`` -> ``new`` (recording when), with ``fields`` set; False if the batch was no
     longer in ``old`` (another request or replica moved it first)."""
-    sets = ["status = ?", "times = json_set(times, ?, ?)"]
-    params: list[Any] = [new, f"$.{new}", now_ms]
+    if db.dialect.postgres:
+        times = (
+            "CAST(CAST(times AS jsonb) || "
+            "jsonb_build_object(CAST(? AS text), CAST(? AS BIGINT)) AS text)"
+        )
+        params: list[Any] = [new, new, now_ms]
+    else:
+        times = "json_set(times, ?, ?)"
+        params = [new, f"$.{new}", now_ms]
+    sets = ["status = ?", f"times = {times}"]
     for name, value in fields.items():
         sets.append(f"{name} = ?")
         params.append(_json(value) if name in ("errors", "usage") else value)
     marks = ", ".join("?" for _ in old)
     params += [batch_id, *old]
     async with db.transaction() as conn:
-        cursor = await conn.execute(
+        changed = await conn.execute(
             f"UPDATE user_batches SET {', '.join(sets)} WHERE id = ? AND status IN ({marks})",
             params,
         )
-        return cursor.rowcount == 1
+        return changed == 1
 
 
 async def line_counts(db: Database, batch_id: str) -> dict[str, int]:

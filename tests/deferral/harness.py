@@ -1,6 +1,6 @@
 """A deferral stack in one process: the real OpenAI emulator (chat + Files/Batches) over
-``httpx.ASGITransport``, a real SQLite file, the real routing log, a ``ManualClock``, and
-the scheduler driven step by step. No sockets, no sleeping."""
+``httpx.ASGITransport``, a real store (SQLite file or PostgreSQL), the real routing log,
+a ``ManualClock``, and the scheduler driven step by step. No sockets, no sleeping."""
 
 from __future__ import annotations
 
@@ -174,8 +174,11 @@ async def stack(
     *,
     batch_config: Mapping[str, Any] | None = None,
     hook_answers: list[int] | None = None,
+    target: str | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Stack]:
+    """``target``: the store (a SQLite path or a PostgreSQL URL; default a SQLite file
+    in ``tmp``)."""
     settings = settings_for(tmp, **overrides)
     clock = ManualClock()
     openai = emulator_app(
@@ -184,7 +187,7 @@ async def stack(
         batch_config=BatchEmulatorConfig(**{**TIMINGS, **(batch_config or {})}),
     )
     deepseek = emulator_app(OpenAIEmulatorConfig(flavour="deepseek"), clock=clock)
-    db = await Database.open(settings.store.path)
+    db = await Database.open(target or settings.store.path)
     routelog = RouteLog(db, linger=0)
     routelog.start()
     services = Services(settings=settings, db=db, clock=clock, routelog=routelog)

@@ -38,8 +38,8 @@ def wrap(name: str, handler: Endpoint) -> Endpoint:
 
 
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[tuple[Stack, httpx.AsyncClient]]:
-    async with stack(tmp_path) as s:
+async def api(tmp_path: Path, db_target: str) -> AsyncIterator[tuple[Stack, httpx.AsyncClient]]:
+    async with stack(tmp_path, target=db_target) as s:
         app = Starlette(routes=[*ticket_routes(wrap), admin_flush_route(wrap)])
         app.state.services = s.services
         transport = httpx.ASGITransport(app)

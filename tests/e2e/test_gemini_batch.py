@@ -149,7 +149,9 @@ def test_a_crash_between_create_and_record_is_reconciled_without_a_second_batch(
 
     # Forced flushes while the outcome is unknown never submit those tickets again.
     assert flush(stack)["tickets"] == 0
-    advance(stack, 121)  # past the reconciliation grace; the emulator batch finishes too
+    # Past the batch's lease (30 s) and the reconciliation grace (120 s); the emulator
+    # batch finishes too.
+    advance(stack, 151)
     for ticket_id in ids:
         assert ticket(stack, ticket_id, wait=20)["status"] == "completed"
     assert len(emulator_batches(stack)) == 1

@@ -151,7 +151,8 @@ async def test_a_refused_create_and_a_lost_create_answer(s: Stack) -> None:
     # A 500 on create may or may not have created the batch: reconciliation decides
     # after its grace, from the provider's own list, never by guessing.
     assert await s.statuses(ids) == ["submitted"] * 3
-    s.clock.advance(RECONCILE_GRACE_MS / 1000 + 1)
+    # The batch's lease runs out, then the grace for a create still in flight.
+    s.clock.advance(s.settings.store.lease + RECONCILE_GRACE_MS / 1000 + 1)
     await s.scheduler.poll_once()
     await s.run_batches()
     assert await _settled(s, ids) == ["completed"] * 3

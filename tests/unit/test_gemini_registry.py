@@ -1,8 +1,6 @@
-"""The SQLite cache registry (proxy.store.gemini_caches) on a real database file."""
+"""The cache registry (proxy.store.gemini_caches) on a real database, on each engine."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from adapters.gemini.cache import CacheEntry, Sighting
 from proxy.store.db import Database
@@ -29,8 +27,8 @@ def entry(
     return CacheEntry(**fields)  # type: ignore[arg-type]
 
 
-async def test_entries_survive_reopening_the_database(tmp_path: Path) -> None:
-    path = tmp_path / "costroute.db"
+async def test_entries_survive_reopening_the_database(db_target: str) -> None:
+    path = db_target
     db = await Database.open(path)
     registry = SqliteCacheRegistry(db)
     await registry.add(entry())
@@ -48,8 +46,8 @@ async def test_entries_survive_reopening_the_database(tmp_path: Path) -> None:
         await db.close()
 
 
-async def test_find_never_crosses_models_or_credentials(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "r.db")
+async def test_find_never_crosses_models_or_credentials(db_target: str) -> None:
+    db = await Database.open(db_target)
     try:
         registry = SqliteCacheRegistry(db)
         await registry.add(entry())
@@ -60,8 +58,8 @@ async def test_find_never_crosses_models_or_credentials(tmp_path: Path) -> None:
         await db.close()
 
 
-async def test_newest_entry_wins_and_forget_removes(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "r.db")
+async def test_newest_entry_wins_and_forget_removes(db_target: str) -> None:
+    db = await Database.open(db_target)
     try:
         registry = SqliteCacheRegistry(db)
         await registry.add(entry("cachedContents/old", created_ms=1))
@@ -76,8 +74,8 @@ async def test_newest_entry_wins_and_forget_removes(tmp_path: Path) -> None:
         await db.close()
 
 
-async def test_sightings_count_within_the_window(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "r.db")
+async def test_sightings_count_within_the_window(db_target: str) -> None:
+    db = await Database.open(db_target)
     try:
         registry = SqliteCacheRegistry(db)
 
@@ -107,8 +105,8 @@ async def test_sightings_count_within_the_window(tmp_path: Path) -> None:
         await db.close()
 
 
-async def test_prune_drops_old_sightings_and_markers(tmp_path: Path) -> None:
-    db = await Database.open(tmp_path / "r.db")
+async def test_prune_drops_old_sightings_and_markers(db_target: str) -> None:
+    db = await Database.open(db_target)
     try:
         registry = SqliteCacheRegistry(db)
         await registry.record_seen(

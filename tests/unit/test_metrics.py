@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -29,11 +26,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples[(name, frozenset(labels.items()))]
 
 
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "costroute.db")
-    yield database
-    await database.close()
+# ``db``: one fresh store per engine (tests/conftest.py).
 
 
 async def add_ticket(db: Database, ticket_id: str, status: str, created_ms: int) -> None:

@@ -10,7 +10,6 @@ import json
 import random
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -140,11 +139,7 @@ def expected(
     return groups
 
 
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "costroute.db")
-    yield database
-    await database.close()
+# ``db``: one fresh store per engine (tests/conftest.py).
 
 
 @pytest.fixture

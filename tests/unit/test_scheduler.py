@@ -21,8 +21,8 @@ def cancel(s: Stack, batch_id: str) -> None:
 
 
 @pytest.fixture
-async def s(tmp_path: Path) -> Stack:  # type: ignore[misc]
-    async with stack(tmp_path) as built:
+async def s(tmp_path: Path, db_target: str) -> Stack:  # type: ignore[misc]
+    async with stack(tmp_path, target=db_target) as built:
         yield built
 
 
@@ -157,8 +157,10 @@ async def test_retryable_failures_stop_after_max_attempts(s: Stack) -> None:
     assert len(s.emulator.batches_state()) == 3
 
 
-async def test_expired_batch_keeps_finished_lines_and_requeues_the_rest(tmp_path: Path) -> None:
-    async with stack(tmp_path, batch_config={"window": 50.0}) as s:
+async def test_expired_batch_keeps_finished_lines_and_requeues_the_rest(
+    tmp_path: Path, db_target: str
+) -> None:
+    async with stack(tmp_path, target=db_target, batch_config={"window": 50.0}) as s:
         ids = [(await s.enqueue(f"x{i}"))[1]["id"] for i in range(10)]
         await s.scheduler.flush_once(force=True)
         s.clock.advance(60)  # 49 s of the 100 s run fit in the window
@@ -178,8 +180,8 @@ async def test_expired_batch_keeps_finished_lines_and_requeues_the_rest(tmp_path
         assert row[0] == "expired"
 
 
-async def test_max_lines_splits_a_group(tmp_path: Path) -> None:
-    async with stack(tmp_path, batch={"max_lines": 4}) as s:
+async def test_max_lines_splits_a_group(tmp_path: Path, db_target: str) -> None:
+    async with stack(tmp_path, target=db_target, batch={"max_lines": 4}) as s:
         s.services.settings.providers["openai"].__dict__["max_active_batches"] = 10
         ids = [(await s.enqueue(f"q{i}"))[1]["id"] for i in range(10)]
         summary = await s.scheduler.flush_once(force=True)
@@ -192,8 +194,8 @@ async def test_max_lines_splits_a_group(tmp_path: Path) -> None:
         assert set(await s.statuses(ids)) == {"completed"}
 
 
-async def test_size_threshold_flushes_before_max_wait(tmp_path: Path) -> None:
-    async with stack(tmp_path, batch={"flush_lines": 3}) as s:
+async def test_size_threshold_flushes_before_max_wait(tmp_path: Path, db_target: str) -> None:
+    async with stack(tmp_path, target=db_target, batch={"flush_lines": 3}) as s:
         for i in range(2):
             await s.enqueue(f"a{i}")
         assert (await s.scheduler.flush_once()).batches == ()
@@ -261,8 +263,8 @@ async def test_a_forced_flush_drains_held_groups_when_their_limit_frees(s: Stack
     assert (await s.ticket(late)).status == "queued"
 
 
-async def test_enqueued_token_budget_limits_live_tokens(tmp_path: Path) -> None:
-    async with stack(tmp_path) as s:
+async def test_enqueued_token_budget_limits_live_tokens(tmp_path: Path, db_target: str) -> None:
+    async with stack(tmp_path, target=db_target) as s:
         model = s.services.settings.models["gpt-4o-mini"]
         s.services.settings.providers["openai"].__dict__["max_active_batches"] = 10
         ids = [(await s.enqueue("y" * 400 + str(i)))[1]["id"] for i in range(6)]
@@ -313,8 +315,10 @@ async def test_cancelled_batch_requeues_unfinished_tickets(s: Stack) -> None:
     assert set(await s.statuses(ids)) == {"completed"}
 
 
-async def test_stuck_and_failure_rate_alerts(tmp_path: Path) -> None:
-    async with stack(tmp_path, batch={"stuck_after": "1m", "alert_failure_rate": 0.4}) as s:
+async def test_stuck_and_failure_rate_alerts(tmp_path: Path, db_target: str) -> None:
+    async with stack(
+        tmp_path, target=db_target, batch={"stuck_after": "1m", "alert_failure_rate": 0.4}
+    ) as s:
         ids = [(await s.enqueue(f"s{i}"))[1]["id"] for i in range(4)]
         await s.scheduler.flush_once(force=True)
         s.emulator.stall(s.emulator.batches_state()[0]["id"])
@@ -328,8 +332,8 @@ async def test_stuck_and_failure_rate_alerts(tmp_path: Path) -> None:
         assert set(await s.statuses(ids)) == {"queued"}
 
 
-async def test_embedding_inputs_count_against_max_lines(tmp_path: Path) -> None:
-    async with stack(tmp_path, batch={"max_lines": 4}) as s:
+async def test_embedding_inputs_count_against_max_lines(tmp_path: Path, db_target: str) -> None:
+    async with stack(tmp_path, target=db_target, batch={"max_lines": 4}) as s:
         s.services.settings.providers["openai"].__dict__["max_active_batches"] = 10
         body = {"model": "text-embedding-3-small", "input": ["a", "b"]}
         for _ in range(3):
@@ -366,8 +370,8 @@ async def test_unreadable_result_file_is_given_up_after_a_few_tries(s: Stack) ->
     assert set(await s.statuses(ids)) == {"completed"}
 
 
-async def test_max_bytes_splits_a_group(tmp_path: Path) -> None:
-    async with stack(tmp_path, batch={"max_bytes": 1000}) as s:
+async def test_max_bytes_splits_a_group(tmp_path: Path, db_target: str) -> None:
+    async with stack(tmp_path, target=db_target, batch={"max_bytes": 1000}) as s:
         s.services.settings.providers["openai"].__dict__["max_active_batches"] = 10
         ids = [(await s.enqueue("b" * 150 + str(i)))[1]["id"] for i in range(9)]
         await s.scheduler.flush_once(force=True)

@@ -193,7 +193,8 @@ async def test_unknown_create_outcome_is_reconciled_after_a_grace(tmp_path: Path
         row = await s.db.fetchone("SELECT status FROM batches")
         assert row is not None
         assert row[0] == "created"  # still inside the grace period
-        s.clock.advance(RECONCILE_GRACE_MS / 1000 + 1)
+        # The batch's lease runs out, then the grace for a create still in flight.
+        s.clock.advance(s.settings.store.lease + RECONCILE_GRACE_MS / 1000 + 1)
         await s.scheduler.poll_once()
         # Adopted (the provider had it) and, already finished there, ingested.
         assert set(await s.statuses(ids)) == {"completed"}

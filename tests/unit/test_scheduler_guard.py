@@ -21,9 +21,11 @@ def at(text: str) -> float:
 
 
 @pytest.fixture
-async def slow(tmp_path: Path) -> Stack:  # type: ignore[misc]
+async def slow(tmp_path: Path, db_target: str) -> Stack:  # type: ignore[misc]
     # Batches take 3 h: longer than the 2 h tolerances below.
-    async with stack(tmp_path, batch_config={"processing_time": 3 * HOUR}) as built:
+    async with stack(
+        tmp_path, target=db_target, batch_config={"processing_time": 3 * HOUR}
+    ) as built:
         yield built
 
 
@@ -102,8 +104,8 @@ async def test_interrupted_direct_send_is_resent(slow: Stack) -> None:
     assert (await s.ticket(ticket_id)).status == "completed"
 
 
-async def test_offpeak_ticket_waits_for_the_cheaper_window(tmp_path: Path) -> None:
-    async with stack(tmp_path) as s:
+async def test_offpeak_ticket_waits_for_the_cheaper_window(tmp_path: Path, db_target: str) -> None:
+    async with stack(tmp_path, target=db_target) as s:
         s.services.extras["pricer"] = Pricer.from_settings(s.settings)
         s.clock.set(at("2026-01-01T02:00:00"))  # Thursday, DeepSeek peak (2x) until 04:00
         status, body, _ = await s.enqueue("cheap later", model="deepseek-chat", tolerance=4 * HOUR)

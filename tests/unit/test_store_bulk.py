@@ -65,8 +65,8 @@ async def test_null_literals_store_null_even_over_a_column_default(tmp_path: Pat
 async def test_writer_gets_the_bulk_pragmas_and_the_reader_does_not(tmp_path: Path) -> None:
     db = await Database.open(tmp_path / "p.db")
     try:
-        async with db.transaction() as conn, conn.execute("PRAGMA wal_autocheckpoint") as cursor:
-            assert (await cursor.fetchone())[0] == 10000
+        async with db.transaction() as conn:
+            assert (await conn.fetchone("PRAGMA wal_autocheckpoint"))[0] == 10000
         # The big cache only while a batch-sized job runs (nested jobs keep it).
         assert await db.writer_cache_kib() == 2000
         async with db.bulk():

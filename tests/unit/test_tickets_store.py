@@ -4,8 +4,6 @@ ownership, listing, and every state change as a conditional update with an event
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -23,11 +21,7 @@ T = TicketStatus
 NOW = 1_767_225_600_000
 
 
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "t.db")
-    yield database
-    await database.close()
+# ``db``: one fresh store per engine (tests/conftest.py).
 
 
 def new(key: str = "alice", idem: str | None = None, created: int = NOW, **kw: object) -> NewTicket:

@@ -112,8 +112,10 @@ async def hooked(s: Stack, content: str = "call me back") -> str:
     return str(body["id"])
 
 
-async def test_webhook_is_signed_and_carries_the_final_ticket(tmp_path: Path) -> None:
-    async with stack(tmp_path) as s:
+async def test_webhook_is_signed_and_carries_the_final_ticket(
+    tmp_path: Path, db_target: str
+) -> None:
+    async with stack(tmp_path, target=db_target) as s:
         ticket_id = await hooked(s)
         assert await s.scheduler.webhooks_once() == 0  # nothing final yet
         await s.run_batches()
@@ -131,8 +133,12 @@ async def test_webhook_is_signed_and_carries_the_final_ticket(tmp_path: Path) ->
         assert await s.scheduler.webhooks_once() == 0  # delivered once
 
 
-async def test_failing_webhook_retries_with_backoff_then_gives_up(tmp_path: Path) -> None:
-    async with stack(tmp_path, hook_answers=[500, 302, 500], webhooks={"max_attempts": 3}) as s:
+async def test_failing_webhook_retries_with_backoff_then_gives_up(
+    tmp_path: Path, db_target: str
+) -> None:
+    async with stack(
+        tmp_path, target=db_target, hook_answers=[500, 302, 500], webhooks={"max_attempts": 3}
+    ) as s:
         ticket_id = await hooked(s)
         await s.run_batches()
         before = await s.ticket(ticket_id)
@@ -154,8 +160,10 @@ async def test_failing_webhook_retries_with_backoff_then_gives_up(tmp_path: Path
         assert after == before  # the ticket never changed
 
 
-async def test_cancelled_and_failed_tickets_are_delivered_too(tmp_path: Path) -> None:
-    async with stack(tmp_path) as s:
+async def test_cancelled_and_failed_tickets_are_delivered_too(
+    tmp_path: Path, db_target: str
+) -> None:
+    async with stack(tmp_path, target=db_target) as s:
         ticket_id = await hooked(s)
         cancelled = await tstore.cancel(s.db, ticket_id, "alice", int(s.clock.now() * 1000))
         assert cancelled is not None
