@@ -9,14 +9,19 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from adapters.errors import AdapterError
-from proxy.api.dispatch import adapter_headers, complete, defer, flex, plan_request, services_of
+from proxy.api.dispatch import (
+    adapter_headers,
+    complete,
+    defer,
+    flex,
+    open_stream,
+    plan_request,
+    services_of,
+)
 from proxy.api.http_io import parse_json, read_body
 from proxy.api.streaming import relay_stream
 from proxy.api.wire import ChatRequest, validate_body
-from proxy.errors import UpstreamFailure
 from proxy.lanes.planner import Lane
-from proxy.lanes.realtime import call_with_retries
 from proxy.ops.log_context import LogContext
 
 
@@ -45,13 +50,6 @@ async def chat_completions(request: Request, ctx: LogContext) -> Response:
     if chat.stream:
         include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
         upstream_started = time.perf_counter()
-        try:
-            stream, ctx.attempts = await call_with_retries(
-                lambda: adapter.open_stream(body, headers=passed),
-                services.settings.retry,
-                sleep=services.sleep,
-            )
-        except AdapterError as error:
-            raise UpstreamFailure(error) from None
+        stream = await open_stream(services, ctx, lambda: adapter.open_stream(body, headers=passed))
         return relay_stream(services, ctx, stream, include_usage, upstream_started, decision)
     return await complete(services, ctx, decision, lambda: adapter.complete(body, headers=passed))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,6 +26,7 @@ from proxy.lanes.tolerance import read_tolerance
 from proxy.ops import accounting
 from proxy.ops.log_context import LogContext
 
+T = TypeVar("T")
 CACHE_HEADER = "x-context-cache"
 REQUEST_ID_HEADER = "x-costroute-request-id"
 # OpenAI's answer when the flex tier has no capacity (HTTP 429, not billed).
@@ -149,6 +150,18 @@ async def complete(
     )
     headers = {**reply.headers, "x-costroute-lane": lane, "x-request-id": ctx.request_id}
     return Response(reply.body, media_type="application/json", headers=headers)
+
+
+async def open_stream(services: Services, ctx: LogContext, opener: Callable[[], Awaitable[T]]) -> T:
+    """Open an upstream stream with the real-time retry policy (a stream is retried only
+    until its first byte); a failure is the caller's ``UpstreamFailure``."""
+    try:
+        stream, ctx.attempts = await call_with_retries(
+            opener, services.settings.retry, sleep=services.sleep
+        )
+    except AdapterError as error:
+        raise UpstreamFailure(error) from None
+    return stream
 
 
 def adapter_headers(request: Request, ctx: LogContext) -> dict[str, str]:

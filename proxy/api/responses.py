@@ -41,13 +41,12 @@ from adapters import responses_bridge as bridge
 from adapters.base import Reply, ResponsesAdapter, ResponsesStreamReply, StreamReply
 from adapters.errors import AdapterError
 from adapters.registry import capabilities
-from proxy.api.dispatch import complete, flex, plan_request, services_of
+from proxy.api.dispatch import complete, flex, open_stream, plan_request, services_of
 from proxy.api.http_io import parse_json, read_body
 from proxy.context import Caller, Services
 from proxy.deferral.queue import TICKET_HEADER, deferral_of
 from proxy.errors import BadRequest, NotFound, UpstreamFailure, envelope
 from proxy.lanes.planner import Decision, Lane
-from proxy.lanes.realtime import call_with_retries
 from proxy.ops import accounting
 from proxy.ops.log_context import LogContext
 from proxy.store import responses as owners
@@ -133,14 +132,9 @@ async def _bridged(
     response_id = bridge.new_id("resp_")
     if ctx.stream:
         started = time.perf_counter()
-        try:
-            stream, ctx.attempts = await call_with_retries(
-                lambda: adapter.open_stream(chat_body, headers={}),
-                services.settings.retry,
-                sleep=services.sleep,
-            )
-        except AdapterError as error:
-            raise UpstreamFailure(error) from None
+        stream = await open_stream(
+            services, ctx, lambda: adapter.open_stream(chat_body, headers={})
+        )
         created = int(services.clock.now())
         bridged = BridgedStream(stream, payload, response_id=response_id, created=created)
         return _relay(services, ctx, decision, bridged, started, None)
@@ -213,14 +207,9 @@ async def _stream(
     keeps: bool,
 ) -> Response:
     started = time.perf_counter()
-    try:
-        stream, ctx.attempts = await call_with_retries(
-            lambda: adapter.open_response_stream(body, headers={}),
-            services.settings.retry,
-            sleep=services.sleep,
-        )
-    except AdapterError as error:
-        raise UpstreamFailure(error) from None
+    stream = await open_stream(
+        services, ctx, lambda: adapter.open_response_stream(body, headers={})
+    )
     remember = caller if keeps else None
     return _relay(services, ctx, decision, stream, started, remember)
 
