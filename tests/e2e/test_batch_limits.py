@@ -78,6 +78,16 @@ class World:
         body: dict[str, Any] = response.json()
         return body
 
+    def provider_batches(self) -> int:
+        """How many batches the emulator holds: a claimed ticket is ``submitted`` before
+        its batch reaches the provider, so a test waits on this before moving the clock."""
+        reply = httpx.get(
+            self.emulator.url + "/v1/batches",
+            headers={"authorization": "Bearer sk-up"},
+            timeout=10,
+        )
+        return len(reply.json()["data"])
+
     def ticket(self, ticket_id: str, wait: int = 0) -> dict[str, Any]:
         with httpx.Client(base_url=self.proxy.url, timeout=wait + 30) as client:
             response = client.get(
@@ -145,6 +155,7 @@ def test_a_forced_flush_drains_a_held_queue_when_the_limit_frees(per_provider: W
     w.clock.advance(RUN)  # the first batch ends; max_wait (6 h) is far away
     assert w.ticket(first, wait=20)["status"] == "completed"
     until(lambda: w.ticket(held)["status"] == "submitted")
+    until(lambda: w.provider_batches() == 2)
     w.clock.advance(RUN)
     done = w.ticket(held, wait=20)
     assert done["status"] == "completed", done
