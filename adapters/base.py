@@ -108,6 +108,11 @@ class PassthroughAdapter(Protocol):
     ) -> Any: ...
 
 
+# The metadata pair the flusher gives ``BatchLane.submit`` (the local batch id), which
+# ``list`` must give back: reconciliation after a crash finds a batch by it.
+BATCH_METADATA_KEY = "costroute_batch_id"
+
+
 class BatchStatus(StrEnum):
     """The shared status vocabulary (OpenAI's batch states); every lane maps its
     provider's states onto it:
@@ -174,6 +179,10 @@ class BatchInfo:
     # refusal (quota / enqueued tokens: the items are requeued without charging a try).
     errors: tuple[Mapping[str, Any], ...] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # ``list`` cannot tell this batch's metadata yet (Anthropic: the item ids that carry
+    # it are readable only once the batch has ended). Reconciliation treats such a batch
+    # as possibly any batch it is settling that ``created_at`` and ``total`` allow.
+    metadata_pending: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,10 +296,12 @@ class BatchLane(Protocol):
 
     async def cancel(self, batch_id: str) -> BatchInfo: ...
 
-    def list(self) -> AsyncIterator[BatchInfo]:
+    def list(self, *, since: float | None = None) -> AsyncIterator[BatchInfo]:
         """Every batch the provider knows for this credential, newest first, with its
         decoded ``metadata``: reconciliation finds a batch whose creation outcome was
-        unknown by the metadata ``submit`` was given."""
+        unknown by the metadata ``submit`` was given. ``since`` (Unix seconds): batches
+        created before it cannot be the ones sought, so a lane may skip costly work to
+        decode their metadata (Anthropic: reading a result line); it still yields them."""
         ...
 
     async def aclose(self) -> None: ...

@@ -33,8 +33,9 @@ class Capabilities:
 CAPABILITIES: dict[str, Capabilities] = {
     "openai": Capabilities(batch=True, flex=True, responses=True),
     "deepseek": Capabilities(),
-    # Message Batches and managed prompt caching are not built yet: real time only.
-    "anthropic": Capabilities(),
+    # Message Batches carry Messages only (Anthropic has no embeddings). Its prompt
+    # caching is placed by the chat adapter itself, with no cache objects to manage.
+    "anthropic": Capabilities(batch=True, batch_endpoints=frozenset({"/v1/chat/completions"})),
     # Gemini batches carry generateContent only; embeddings batches are another method.
     "gemini": Capabilities(
         batch=True, context_cache=True, batch_endpoints=frozenset({"/v1/chat/completions"})
@@ -73,7 +74,7 @@ def _kinds() -> dict[str, ProviderKind]:
     return {
         "openai": ProviderKind(openai.build, openai.build_batch),
         "deepseek": ProviderKind(deepseek.build, _no_batch),
-        "anthropic": ProviderKind(anthropic.build, _no_batch),
+        "anthropic": ProviderKind(anthropic.build, anthropic.build_batch),
         "gemini": ProviderKind(gemini.build, gemini.build_batch),
     }
 

@@ -45,44 +45,40 @@ _FORWARDED_PREFIX = "anthropic-ratelimit-"
 _THINKING = ("claude-3-7", "claude-sonnet-4", "claude-opus-4", "claude-haiku-4", "claude-4")
 
 
-class AnthropicAdapter:
-    provider_type = "anthropic"
+class Translator:
+    """OpenAI chat bodies into Messages bodies, with managed prompt caching: shared by the
+    real-time adapter and the Message Batches lane, so a batch item is sent exactly as the
+    same request in real time would be (and both feed one memory of seen prefixes)."""
 
     def __init__(
-        self,
-        upstream: Upstream,
-        *,
-        api_key: str | None,
-        max_tokens: Mapping[str, int] | None = None,
-        max_response_bytes: int = 64 * 1024 * 1024,
-        caching: Caching | None = None,
+        self, *, max_tokens: Mapping[str, int] | None = None, caching: Caching | None = None
     ) -> None:
-        self._upstream = upstream
-        self._headers = {"anthropic-version": VERSION, "content-type": "application/json"}
-        if api_key:
-            self._headers["x-api-key"] = api_key
         self._max_tokens = dict(max_tokens or {})
-        self._max_response_bytes = max_response_bytes
-        self._caching = caching or Caching()
+        self.caching = caching or Caching()
         self._sightings = cache.Sightings()
 
-    async def aclose(self) -> None:
-        await self._upstream.aclose()
-
     def translate(
-        self, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
+        self,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str] | None = None,
+        *,
+        ttl: str | None = None,
     ) -> dict[str, Any]:
+        """``ttl`` forces the TTL of a placed breakpoint (batches use "1h": their items run
+        minutes to hours apart, longer than a 5-minute entry lives)."""
         model = str(body.get("model"))
         request = build_request(
             body,
             max_tokens_default=self._max_tokens.get(model, 4096),
             thinking=model.startswith(_THINKING),
         )
-        return self._cache(request, headers or {})
+        return self._cache(request, headers or {}, ttl)
 
-    def _cache(self, request: dict[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:
+    def _cache(
+        self, request: dict[str, Any], headers: Mapping[str, str], ttl: str | None
+    ) -> dict[str, Any]:
         """Place a breakpoint on a prefix that keeps coming back (``cache.py``)."""
-        settings = self._caching
+        settings = self.caching
         mode = (headers.get(CACHE_HEADER) or settings.mode).lower()
         prefix = cache.prefix_of(request)
         if prefix is None or cache.has_breakpoints(request):
@@ -99,21 +95,57 @@ class AnthropicAdapter:
             min_repeats=settings.min_repeats,
             mode=mode,
         )
-        return request if placement is None else cache.place(request, placement)
+        if placement is None:
+            return request
+        if ttl is not None:
+            placement = cache.Placement(ttl, placement.prefix_tokens)
+        return cache.place(request, placement)
 
-    def _notes(self, model: str, usage: Mapping[str, Any] | None) -> dict[str, Any]:
+    def notes(
+        self, model: str, usage: Mapping[str, Any] | None, *, rate: float = 1.0
+    ) -> dict[str, Any]:
         """Cache reads and writes for the routing log, and the write premium as an extra
-        cost (125 % / 200 % of the input price for 5-minute / 1-hour writes)."""
+        cost (125 % / 200 % of the input price for 5-minute / 1-hour writes; ``rate`` scales
+        it: 0.5 in a Message Batch, where the batch discount stacks with the cache
+        multipliers, providers-2.md 3)."""
         notes = reply.cache_notes(usage)
         created = (usage or {}).get("cache_creation") or {}
-        price = self._caching.input_price(model)
+        price = self.caching.input_price(model)
         if notes and price is not None:
             premium = (
                 int(created.get("ephemeral_5m_input_tokens") or 0) * cache.WRITE_PREMIUM["5m"]
                 + int(created.get("ephemeral_1h_input_tokens") or 0) * cache.WRITE_PREMIUM["1h"]
             )
-            notes["cache_storage_usd"] = premium * price / 1_000_000
+            notes["cache_storage_usd"] = premium * price * rate / 1_000_000
         return notes
+
+
+class AnthropicAdapter:
+    provider_type = "anthropic"
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        *,
+        api_key: str | None,
+        translator: Translator | None = None,
+        max_response_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self._upstream = upstream
+        self._headers = headers_for(api_key)
+        self._max_response_bytes = max_response_bytes
+        self.translator = translator or Translator()
+
+    async def aclose(self) -> None:
+        await self._upstream.aclose()
+
+    def translate(
+        self, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        return self.translator.translate(body, headers)
+
+    def _notes(self, model: str, usage: Mapping[str, Any] | None) -> dict[str, Any]:
+        return self.translator.notes(model, usage)
 
     async def complete(self, body: dict[str, Any], *, headers: Mapping[str, str]) -> Reply:
         request = self.translate({k: v for k, v in body.items() if k != "stream"}, headers)
@@ -219,6 +251,14 @@ _STATUS = {"overloaded_error": 529, "rate_limit_error": 429, "api_error": 500,
 def _status_of(event: Mapping[str, Any]) -> int:
     error = event.get("error") or {}
     return _STATUS.get(str(error.get("type")), 500)
+
+
+def headers_for(api_key: str | None) -> dict[str, str]:
+    """The provider's headers: its own key (never a caller's) and the API version."""
+    headers = {"anthropic-version": VERSION, "content-type": "application/json"}
+    if api_key:
+        headers["x-api-key"] = api_key
+    return headers
 
 
 def _forwarded(headers: Mapping[str, str]) -> dict[str, str]:

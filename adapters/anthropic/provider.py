@@ -1,15 +1,16 @@
-"""Building the Anthropic provider's parts: real-time chat with managed prompt caching.
-(Its Message Batches lane is not built yet: deferred Claude requests go out in real time,
-and the planner says so.)"""
+"""Building the Anthropic provider's parts: real-time chat with managed prompt caching,
+and the Message Batches lane (one ``Translator`` for both, so a batch item is the same
+Messages request real time would send, and both feed one memory of seen prefixes)."""
 
 from __future__ import annotations
 
-from adapters.anthropic.chat import AnthropicAdapter, Caching
+from adapters.anthropic.batch import AnthropicBatchLane
+from adapters.anthropic.chat import AnthropicAdapter, Caching, Translator
 from adapters.http import make_upstream
-from adapters.parts import ProviderConfig, ProviderParts
+from adapters.parts import ProviderConfig, ProviderParts, batch_client
 
 
-def build(config: ProviderConfig) -> ProviderParts:
+def translator(config: ProviderConfig) -> Translator:
     def input_price(model: str) -> float | None:
         price = config.prices(model)
         return None if price is None else price.input
@@ -22,11 +23,30 @@ def build(config: ProviderConfig) -> ProviderParts:
         input_price=input_price,
         clock=config.clock.now,
     )
+    return Translator(
+        max_tokens={model.upstream: model.max_tokens_default for model in config.models},
+        caching=caching,
+    )
+
+
+def build(config: ProviderConfig) -> ProviderParts:
+    shared = translator(config)
     chat = AnthropicAdapter(
         make_upstream(config.base_url, **config.pool),
         api_key=config.api_key,
-        max_tokens={model.upstream: model.max_tokens_default for model in config.models},
+        translator=shared,
         max_response_bytes=config.max_response_bytes,
-        caching=caching,
     )
-    return ProviderParts(chat=chat)
+    lane = AnthropicBatchLane(
+        batch_client(config), api_key=config.api_key, translator=shared, clock=config.clock
+    )
+    return ProviderParts(chat=chat, batch=lane)
+
+
+def build_batch(config: ProviderConfig) -> AnthropicBatchLane:
+    """The Message Batches lane alone (``costroute flush`` without a server), on its own
+    pool."""
+    return AnthropicBatchLane(
+        batch_client(config), api_key=config.api_key, translator=translator(config),
+        clock=config.clock,
+    )  # fmt: skip

@@ -363,7 +363,7 @@ class GeminiBatchLane:
         await self._http.call("POST", f"/{_checked(batch_id)}:cancel")
         return await self.retrieve(batch_id)
 
-    async def list(self) -> AsyncIterator[BatchInfo]:
+    async def list(self, *, since: float | None = None) -> AsyncIterator[BatchInfo]:
         token = ""
         while True:
             params = {"pageSize": "100"}

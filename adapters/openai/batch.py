@@ -171,7 +171,7 @@ class OpenAIBatchAdapter:
     async def cancel(self, batch_id: str) -> BatchInfo:
         return await self.cancel_batch(batch_id)
 
-    def list(self) -> AsyncIterator[BatchInfo]:
+    def list(self, *, since: float | None = None) -> AsyncIterator[BatchInfo]:
         return self.list_batches()
 
     # --- Files and Batches, as the lane uses them ---------------------------------------

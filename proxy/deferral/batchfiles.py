@@ -134,6 +134,7 @@ def outcome_of(result: BatchResult) -> Outcome:
             cached_tokens=usage.cached_tokens,
             detail="batch line succeeded",
             lane_suffix=result.notes.get("lane_suffix"),
+            cache_storage_usd=float(result.notes.get("cache_storage_usd") or 0.0),
         )
     error = error_object(dict(result.error or {}), status_code=status_code)
     again = retryable(status_code, error)

@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.base import BatchLane, BatchNotCreated
+from adapters.base import BATCH_METADATA_KEY, BatchLane, BatchNotCreated
 from adapters.errors import AdapterError
 from proxy.context import Services
 from proxy.deferral.coordination import Renewer, hold
@@ -44,7 +44,7 @@ from proxy.store.jobs import Batch, new_batch_id
 
 log = logging.getLogger(__name__)
 
-METADATA_KEY = "costroute_batch_id"
+METADATA_KEY = BATCH_METADATA_KEY
 # Why a group is due when its earliest deadline leaves no more room than min_tolerance.
 URGENT = "a deadline needs it"
 

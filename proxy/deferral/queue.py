@@ -352,6 +352,7 @@ def priced(services: Services, ticket: TicketFacts, outcome: Outcome) -> Outcome
         lane=ticket.lane + (f"+{outcome.lane_suffix}" if outcome.lane_suffix else ""),
         at=services.clock.now(),
         received_at=ticket.created_ms / 1000,
+        cache_storage_usd=outcome.cache_storage_usd,
     )
     if result is None:
         return outcome

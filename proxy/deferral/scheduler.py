@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 # out this long ago had its outcome lost (a crash, or a timeout while creating it).
 RECONCILE_GRACE_MS = 120_000
 _LIST_CAP = 20_000
+# How far a provider's clock may be from ours when a batch's creation time is compared
+# with the moment its intent was written.
+_CLOCK_SKEW_S = 600
 _DOWNLOAD_TRIES = 3
 
 
@@ -216,7 +219,7 @@ class Scheduler:
             adapter = self.services.batch[provider]
             mine = [(b, lease) for b, lease in stale if b.provider == provider]
             try:
-                found, complete = await _find_by_metadata(adapter, {b.id for b, _ in mine})
+                found, maybe, complete = await _find_by_metadata(adapter, [b for b, _ in mine])
             except AdapterError as exc:
                 log.warning(
                     "reconcile %s: cannot list batches (%s); will retry", provider, exc.message
@@ -231,6 +234,11 @@ class Scheduler:
                     ):  # fmt: skip
                         log.warning("batch %s: adopted provider batch %s", batch.id, info.id)
                         adopted += 1
+                elif batch.id in maybe:
+                    # A provider batch still running may be this one (its metadata is
+                    # readable only once it ends): wait for it rather than requeue tickets
+                    # that may be running there. It ends within the provider's window.
+                    log.info("batch %s: a running provider batch may be it; waiting", batch.id)
                 elif complete:
                     if await bstore.release(
                         db, batch.id, now_ms=now_ms, reason="batch never reached the provider",
@@ -417,22 +425,38 @@ class Scheduler:
 
 
 async def _find_by_metadata(
-    adapter: BatchLane, wanted: set[str]
-) -> tuple[dict[str, BatchInfo], bool]:
-    """Provider batches whose metadata names one of ``wanted``; the flag says whether
-    the whole list was seen (so a missing one truly never reached the provider)."""
+    adapter: BatchLane, wanted: list[Batch]
+) -> tuple[dict[str, BatchInfo], set[str], bool]:
+    """Provider batches whose metadata names one of ``wanted`` (by local id); the local
+    ids that a batch whose metadata the provider cannot tell yet may be
+    (``BatchInfo.metadata_pending``); and whether the whole list was seen (so a batch
+    found neither way truly never reached the provider)."""
     found: dict[str, BatchInfo] = {}
+    maybe: set[str] = set()
+    ids = {batch.id for batch in wanted}
+    since = min(batch.created_ms for batch in wanted) / 1000 - _CLOCK_SKEW_S
     seen = 0
-    async for info in adapter.list():
+    async for info in adapter.list(since=since):
         local = info.metadata.get(METADATA_KEY)
-        if local in wanted:
+        if local in ids:
             found[local] = info
-            if len(found) == len(wanted):
-                return found, True
+            if len(found) == len(ids):
+                return found, maybe - set(found), True
+        elif info.metadata_pending:
+            maybe.update(b.id for b in wanted if could_be(info, b))
         seen += 1
         if seen >= _LIST_CAP:
-            return found, False
-    return found, True
+            return found, maybe - set(found), False
+    return found, maybe - set(found), True
+
+
+def could_be(info: BatchInfo, batch: Batch) -> bool:
+    """Whether a provider batch of unknown metadata may be local ``batch``: not if it was
+    created well before the batch's intent was written, nor if it holds more items than
+    the batch has lines (a lane may leave items out, never add any)."""
+    if info.created_at and info.created_at < batch.created_ms / 1000 - _CLOCK_SKEW_S:
+        return False
+    return not (info.total and info.total > batch.line_count)
 
 
 async def flush_now(

@@ -250,6 +250,8 @@ class Outcome:
     # "cache" when the work used a managed provider cache: the routing log shows the
     # lane as ``<lane>+cache`` and prices it so (the ticket's own lane stays put).
     lane_suffix: str | None = None
+    # A cost on top of the tokens' (Anthropic cache-write premiums), in USD.
+    cache_storage_usd: float = 0.0
 
 
 def ticket_object(ticket: Ticket) -> dict[str, Any]:

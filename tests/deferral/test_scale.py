@@ -76,7 +76,7 @@ class CountingProvider:
     async def cancel(self, batch_id: str) -> BatchInfo:
         raise NotImplementedError
 
-    async def list(self) -> AsyncIterator[BatchInfo]:
+    async def list(self, *, since: float | None = None) -> AsyncIterator[BatchInfo]:
         return
         yield
 

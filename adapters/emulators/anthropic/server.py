@@ -23,8 +23,10 @@ already cached (same model, same key, within its TTL, refreshed on a hit) is rea
 (``cache_read_input_tokens``); the prefix at the last breakpoint, when new and at least the
 model's minimum (1,024 tokens; 4,096 for Haiku 4.5 and Opus 4.5+), is written
 (``cache_creation_input_tokens``, split by TTL in ``cache_creation``); a shorter one is
-silently not cached. ``input_tokens`` counts only what is neither. Not emulated yet:
-Message Batches.
+silently not cached. ``input_tokens`` counts only what is neither.
+
+Message Batches: ``batches.py`` (``/v1/messages/batches``), answered by the same
+validation, answer and prompt cache as ``/v1/messages``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import asyncio
 import hashlib
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -43,6 +45,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from adapters.clock import Clock, SystemClock
+from adapters.emulators.anthropic.batches import BatchError, Batches, BatchSettings
 from adapters.emulators.control import RequestLog, control_routes
 from adapters.emulators.faults import Fault, FaultPlan
 from adapters.emulators.schema_sample import sample
@@ -80,6 +83,7 @@ class AnthropicEmulatorConfig:
         ("claude-opus-4-5", 4096),
     )
     cache_min_default: int = 1024
+    batches: BatchSettings = field(default_factory=BatchSettings)
 
     def cache_min(self, model: str) -> int:
         for prefix, tokens in self.cache_min_tokens:
@@ -354,6 +358,7 @@ class _Server:
         self.faults = FaultPlan()
         self.requests = RequestLog(1000)
         self.cache = PromptCache(clock)
+        self.batches = Batches(config.batches, clock, self._run)
 
     async def messages(self, request: Request) -> Response:
         raw = await request.body()
@@ -374,7 +379,7 @@ class _Server:
             if body is None:
                 raise _invalid("The request body is not valid JSON.")
             message = answer(validate(body, self.config.models))
-            self._account_cache(request, body, message)
+            self._account_cache(_key_of(request), body, message)
         except AnthropicError as exc:
             return _json(error_body(exc.status, exc.message), exc.status)
         if body.get("stream"):
@@ -384,10 +389,16 @@ class _Server:
                                headers=self._headers())  # fmt: skip
         return _json(message, 200, self._headers())
 
-    def _account_cache(
-        self, request: Request, body: dict[str, Any], message: dict[str, Any]
-    ) -> None:
-        key = request.headers.get("x-api-key") or request.headers.get("authorization", "")
+    def _run(self, key: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One Message Batch request, answered as ``/v1/messages`` would answer it."""
+        try:
+            message = answer(validate(params, self.config.models))
+            self._account_cache(key, params, message)
+        except AnthropicError as exc:
+            raise BatchError(exc.status, exc.message) from None
+        return message
+
+    def _account_cache(self, key: str, body: dict[str, Any], message: dict[str, Any]) -> None:
         read, written, by_ttl = self.cache.account(
             key, body, self.config.cache_min(str(body["model"]))
         )
@@ -434,6 +445,105 @@ class _Server:
             "anthropic-ratelimit-tokens-reset": reset,
         }
 
+    # --- Message Batches -------------------------------------------------------------
+
+    async def _batch_call(self, request: Request) -> tuple[bytes, Response | None]:
+        raw = await request.body()
+        self.requests.record(request.method, request.url.path, dict(request.headers), None)
+        try:
+            self._authenticate(request)
+        except AnthropicError as exc:
+            return raw, _json(error_body(exc.status, exc.message), exc.status)
+        fault = self.faults.take(request.url.path)
+        if fault is not None:
+            early = await self._apply(fault)
+            if early is not None:
+                return raw, early
+        return raw, None
+
+    def _batch(self, request: Request) -> Any:
+        return self.batches.get(str(request.path_params["batch_id"]))
+
+    async def create_batch(self, request: Request) -> Response:
+        raw, early = await self._batch_call(request)
+        if early is not None:
+            return early
+        try:
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                raise BatchError(400, "The request body is not valid JSON.") from None
+            batch = self.batches.create(body, key=_key_of(request), size=len(raw))
+        except BatchError as exc:
+            return _json(error_body(exc.status, exc.message), exc.status)
+        return _json(self.batches.view(batch, str(request.base_url)), 200, self._headers())
+
+    async def list_batches(self, request: Request) -> Response:
+        _, early = await self._batch_call(request)
+        if early is not None:
+            return early
+        query = request.query_params
+        try:
+            try:
+                limit = int(query.get("limit", "20"))
+            except ValueError:
+                raise BatchError(400, "limit: Input should be a valid integer") from None
+            found, more = self.batches.page(
+                limit=limit, after_id=query.get("after_id"), before_id=query.get("before_id")
+            )
+        except BatchError as exc:
+            return _json(error_body(exc.status, exc.message), exc.status)
+        base = str(request.base_url)
+        data = [self.batches.view(b, base) for b in found]
+        return _json({"data": data, "has_more": more,
+                      "first_id": data[0]["id"] if data else None,
+                      "last_id": data[-1]["id"] if data else None})  # fmt: skip
+
+    async def get_batch(self, request: Request) -> Response:
+        _, early = await self._batch_call(request)
+        if early is not None:
+            return early
+        try:
+            batch = self._batch(request)
+        except BatchError as exc:
+            return _json(error_body(exc.status, exc.message), exc.status)
+        return _json(self.batches.view(batch, str(request.base_url)))
+
+    async def cancel_batch(self, request: Request) -> Response:
+        _, early = await self._batch_call(request)
+        if early is not None:
+            return early
+        try:
+            batch = self.batches.cancel(self._batch(request))
+        except BatchError as exc:
+            return _json(error_body(exc.status, exc.message), exc.status)
+        return _json(self.batches.view(batch, str(request.base_url)))
+
+    async def delete_batch(self, request: Request) -> Response:
+        _, early = await self._batch_call(request)
+        if early is not None:
+            return early
+        try:
+            batch = self._batch(request)
+            self.batches.delete(batch)
+        except BatchError as exc:
+            return _json(error_body(exc.status, exc.message), exc.status)
+        return _json({"id": batch.id, "type": "message_batch_deleted"})
+
+    async def batch_results(self, request: Request) -> Response:
+        _, early = await self._batch_call(request)
+        if early is not None:
+            return early
+        try:
+            content = self.batches.jsonl(self._batch(request))
+        except BatchError as exc:
+            return _json(error_body(exc.status, exc.message), exc.status)
+        return Response(content, 200, media_type="application/binary")
+
+
+def _key_of(request: Request) -> str:
+    return request.headers.get("x-api-key") or request.headers.get("authorization", "")
+
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(payload), status, headers, "application/json")
@@ -445,9 +555,19 @@ def create_app(
     server = _Server(config or AnthropicEmulatorConfig(), clock or SystemClock())
     quiet_uvicorn_drops()
     app = Starlette(
-        routes=[*control_routes(), Route("/v1/messages", server.messages, methods=["POST"])]
+        routes=[
+            *control_routes(),
+            Route("/v1/messages", server.messages, methods=["POST"]),
+            Route("/v1/messages/batches", server.create_batch, methods=["POST"]),
+            Route("/v1/messages/batches", server.list_batches, methods=["GET"]),
+            Route("/v1/messages/batches/{batch_id}", server.get_batch, methods=["GET"]),
+            Route("/v1/messages/batches/{batch_id}", server.delete_batch, methods=["DELETE"]),
+            Route("/v1/messages/batches/{batch_id}/cancel", server.cancel_batch, methods=["POST"]),
+            Route("/v1/messages/batches/{batch_id}/results", server.batch_results, methods=["GET"]),
+        ]
     )
     app.state.faults = server.faults
     app.state.requests = server.requests
     app.state.clock = server.clock
+    app.state.batches = server.batches
     return app
