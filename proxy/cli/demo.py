@@ -101,19 +101,24 @@ async def _realtime_workload(client: httpx.AsyncClient, count: int) -> None:
 
 async def _deferred_workload(client: httpx.AsyncClient, count: int) -> str:
     print("2. Deferred calls (X-Latency-Tolerance: 4h): queued, answered 202 with a ticket,")
-    print("   sent through each provider's batch API at half price (one OpenAI batch job, one")
-    print("   Gemini Batch Mode job: one interface), fetched by ticket")
-    tickets: dict[str, list[str]] = {"gpt-4o-mini": [], "gemini-2.5-flash": []}
-    gemini_count = max(2, count // 4)
-    for model, how_many in (("gpt-4o-mini", count), ("gemini-2.5-flash", gemini_count)):
+    print("   sent through each provider's batch API at half price (an OpenAI batch job, a")
+    print("   Gemini Batch Mode job, an Anthropic Message Batch: one interface), fetched by")
+    print("   ticket; the Claude ones share a long system prompt, cached inside the batch")
+    tickets: dict[str, list[str]] = {"gpt-4o-mini": [], "gemini-2.5-flash": [],
+                                     "claude-sonnet-4-5": []}  # fmt: skip
+    few = max(2, count // 4)
+    for model, how_many in (
+        ("gpt-4o-mini", count), ("gemini-2.5-flash", few), ("claude-sonnet-4-5", few + 1)
+    ):  # fmt: skip
         for i in range(how_many):
+            messages = [{"role": "user", "content": f"Summarise document {i} in a line."}]
+            if model.startswith("claude"):
+                # Discounts stack: batch half price, and cache reads at 10 % of that.
+                messages.insert(0, {"role": "system", "content": LONG_SYSTEM_PROMPT})
             response = await client.post(
                 "/v1/chat/completions",
                 headers={"x-latency-tolerance": "4h", "idempotency-key": f"demo-{model}-{i}"},
-                json={
-                    "model": model,
-                    "messages": [{"role": "user", "content": f"Summarise document {i} in a line."}],
-                },
+                json={"model": model, "messages": messages},
             )
             if response.status_code != 202:
                 raise RuntimeError(f"expected 202, got {response.status_code}: {response.text}")
@@ -158,27 +163,28 @@ async def _deferred_workload(client: httpx.AsyncClient, count: int) -> str:
 
 
 async def _gemini_workload(client: httpx.AsyncClient, count: int) -> None:
-    print("3. Gemini (OpenAI format in, Gemini generateContent out) with a long shared")
-    print("   system prompt: after it repeats, costroute caches it (cachedContents)")
-    lanes: list[str] = []
-    cached: list[int] = []
-    for i in range(count):
-        response = await client.post(
-            "/v1/chat/completions",
-            json={
-                "model": "gemini-2.5-flash",
-                "messages": [
-                    {"role": "system", "content": LONG_SYSTEM_PROMPT},
-                    {"role": "user", "content": f"Which clause covers case {i}?"},
-                ],
-            },
-        )
-        response.raise_for_status()
-        lanes.append(response.headers["x-costroute-lane"])
-        details = response.json()["usage"].get("prompt_tokens_details") or {}
-        cached.append(int(details.get("cached_tokens") or 0))
-    print(f"   lanes: {', '.join(lanes)}")
-    print(f"   cached prompt tokens per call: {cached}")
+    print("3. A long shared system prompt in real time: after it repeats, costroute caches")
+    print("   it (Gemini: a cachedContents object; Claude: a cache_control breakpoint)")
+    for model in ("gemini-2.5-flash", "claude-sonnet-4-5"):
+        lanes: list[str] = []
+        cached: list[int] = []
+        for i in range(count):
+            response = await client.post(
+                "/v1/chat/completions",
+                json={
+                    "model": model,
+                    "messages": [
+                        {"role": "system", "content": LONG_SYSTEM_PROMPT},
+                        {"role": "user", "content": f"Which clause covers case {i}?"},
+                    ],
+                },
+            )
+            response.raise_for_status()
+            lanes.append(response.headers["x-costroute-lane"])
+            details = response.json()["usage"].get("prompt_tokens_details") or {}
+            cached.append(int(details.get("cached_tokens") or 0))
+        print(f"   {model} lanes: {', '.join(lanes)}")
+        print(f"   {model} cached prompt tokens per call: {cached}")
     print()
 
 
@@ -317,6 +323,8 @@ DEMO_ENV = {
 
 @contextlib.asynccontextmanager
 async def _demo_stack(workdir: Path) -> AsyncIterator[tuple[str, Any]]:
+    from adapters.emulators.anthropic.batches import BatchSettings
+    from adapters.emulators.anthropic.server import AnthropicEmulatorConfig
     from adapters.emulators.anthropic.server import create_app as anthropic_emulator
     from adapters.emulators.gemini.server import GeminiEmulatorConfig
     from adapters.emulators.gemini.server import create_app as gemini_emulator
@@ -339,7 +347,9 @@ async def _demo_stack(workdir: Path) -> AsyncIterator[tuple[str, Any]]:
         "gemini": gemini_emulator(
             GeminiEmulatorConfig(batch_start_after=0.5, batch_complete_after=2.0)
         ),
-        "anthropic": anthropic_emulator(),
+        "anthropic": anthropic_emulator(
+            AnthropicEmulatorConfig(batches=BatchSettings(complete_after=2.0))
+        ),
     }
     settings = demo_settings(workdir, ports)
     proxy_app = create_app(settings, environ=DEMO_ENV)

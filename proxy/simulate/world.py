@@ -21,6 +21,8 @@ import httpx
 from starlette.applications import Starlette
 
 from adapters.clock import Clock
+from adapters.emulators.anthropic.batches import BatchSettings
+from adapters.emulators.anthropic.server import AnthropicEmulatorConfig
 from adapters.emulators.anthropic.server import create_app as anthropic_app
 from adapters.emulators.gemini.config import GeminiEmulatorConfig
 from adapters.emulators.gemini.server import create_app as gemini_app
@@ -128,7 +130,12 @@ def _emulator(
         )
         return gemini_app(gemini, clock=clock)
     if provider_type == "anthropic":
-        return anthropic_app(clock=clock)
+        batches = BatchSettings(
+            turnaround=turnaround,
+            expire_after=BATCH_WINDOW,
+            line_failure_rate=world.line_failure_rate,
+        )
+        return anthropic_app(AnthropicEmulatorConfig(batches=batches), clock=clock)
     raise ValueError(f"no emulator for provider type {provider_type!r}")
 
 

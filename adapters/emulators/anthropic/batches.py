@@ -167,14 +167,19 @@ class Batches:
             raise BatchError(404, f"message_batch {batch_id} not found")
         return batch
 
-    def ended_at(self, batch: Batch) -> float | None:
+    def _end(self, batch: Batch) -> tuple[float, bool]:
+        """When ``batch`` ends, and whether it ends because every request was processed
+        (rather than by its expiry or a cancel)."""
         settings = self.settings
-        ends = [batch.created + settings.expire_after]
-        if batch.done_after is not None:
-            ends.append(batch.created + batch.done_after)
+        cut = batch.created + settings.expire_after
         if batch.cancel_at is not None:
-            ends.append(batch.cancel_at + settings.cancel_after)
-        end = min(ends)
+            cut = min(cut, batch.cancel_at + settings.cancel_after)
+        if batch.done_after is not None and batch.created + batch.done_after <= cut:
+            return batch.created + batch.done_after, True
+        return cut, False
+
+    def ended_at(self, batch: Batch) -> float | None:
+        end, _ = self._end(batch)
         return end if self.clock.now() >= end else None
 
     def status(self, batch: Batch) -> str:
@@ -258,11 +263,11 @@ class Batches:
         if ended is None:
             raise BatchError(400, f"Batch {batch.id} has not ended; its results are not ready.")
         total = len(batch.requests)
-        processing = ended - batch.created
-        if batch.done_after is not None and batch.done_after <= processing:
+        _, done = self._end(batch)
+        if done:
             ran = total
-        elif batch.done_after:
-            ran = min(total, int(total * processing / batch.done_after))
+        elif batch.done_after:  # cut short: requests run evenly over the processing time
+            ran = min(total, int(total * (ended - batch.created) / batch.done_after))
         else:
             ran = 0  # never processed: everything expires
         lost = "canceled" if batch.cancel_at is not None else "expired"
