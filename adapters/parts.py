@@ -32,6 +32,10 @@ class ModelPrices:
     input: float
     cached_input: float | None
     cache_storage_per_hour: float
+    # Prompt-cache writes (Anthropic), USD per 1M tokens; None: not in the price table.
+    cache_write: float | None = None
+    cache_write_1h: float | None = None
+    batch_discount: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)

@@ -195,7 +195,11 @@ def provider_config(
         price = None if pricer is None else pricer.model_price(provider.type, upstream)
         if price is None:
             return None
-        return ModelPrices(price.input, price.cached_input, price.cache_storage_per_hour)
+        return ModelPrices(
+            price.input, price.cached_input, price.cache_storage_per_hour,
+            cache_write=price.cache_write, cache_write_1h=price.cache_write_1h,
+            batch_discount=price.batch_discount,
+        )  # fmt: skip
 
     cache = settings.cache
     return ProviderConfig(

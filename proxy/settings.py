@@ -272,6 +272,9 @@ class ModelPrice(_Strict):
     batch_discount: float = Field(0.5, ge=0, le=1)
     flex_discount: float = Field(0.5, ge=0, le=1)
     cache_storage_per_hour: float = Field(0.0, ge=0)
+    # Anthropic prompt-cache write prices (5-minute, 1-hour entries); None: 1.25x / 2x input.
+    cache_write: float | None = Field(None, ge=0)
+    cache_write_1h: float | None = Field(None, ge=0)
 
 
 class PricingSettings(_Strict):

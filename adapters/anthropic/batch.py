@@ -19,7 +19,7 @@
   requeued, unbilled (Anthropic bills neither).
 - Prices: every token at 50 %, and the cache multipliers stack on top (providers-2.md 3:
   a read costs 5 % of the input price, a 1-hour write 100 %); the write premium is
-  reported in ``notes["cache_storage_usd"]`` at the batch rate.
+  reported in ``notes["cache_storage_usd"]`` with the batch discount applied.
 
 Metadata: Anthropic batches carry none. The one pair costroute round-trips
 (``BATCH_METADATA_KEY``: the local batch id) is written into every item's ``custom_id``
@@ -60,8 +60,6 @@ from adapters.wire import status_error
 log = logging.getLogger(__name__)
 
 CHAT = "/v1/chat/completions"
-# A Message Batch bills every token at half price, cache multipliers included.
-BATCH_RATE = 0.5
 # providers.md 5.4: at most 100,000 requests or 256 MB per batch. The flusher counts the
 # OpenAI bodies; their Messages translations are about as long (the same text, images
 # passed as they are), so the byte bound keeps a 6 MB margin under 256 MiB.
@@ -176,7 +174,7 @@ def result_of(
         message = result["message"]
         model = str(message.get("model") or "")
         body = reply.completion(message, model=model, created=created)
-        notes = translator.notes(model, message.get("usage"), rate=BATCH_RATE)
+        notes = translator.notes(model, message.get("usage"), batch=True)
         return BatchResult(custom_id, 200, body=body, notes=notes)
     if kind == "errored":
         response = result.get("error")

@@ -16,6 +16,7 @@ from adapters.anthropic.translate import build_request
 from adapters.base import Reply
 from adapters.errors import Unsupported, UpstreamProtocolError, UpstreamUnreachable
 from adapters.http import Upstream, UpstreamResponse, pick_headers
+from adapters.parts import ModelPrices
 from adapters.wire import DONE_EVENT, frame, raise_for_status, sse_event_groups, status_error
 
 VERSION = "2023-06-01"
@@ -33,7 +34,8 @@ class Caching:
     min_repeats: int = 2
     window_s: float = 3600.0
     min_tokens: Mapping[str, int] = field(default_factory=dict)
-    input_price: Callable[[str], float | None] = lambda _model: None
+    # The model's prices (input, cache writes, batch discount) from the price table.
+    prices: Callable[[str], ModelPrices | None] = lambda _model: None
     clock: Callable[[], float] = time.time
 
 
@@ -102,21 +104,28 @@ class Translator:
         return cache.place(request, placement)
 
     def notes(
-        self, model: str, usage: Mapping[str, Any] | None, *, rate: float = 1.0
+        self, model: str, usage: Mapping[str, Any] | None, *, batch: bool = False
     ) -> dict[str, Any]:
         """Cache reads and writes for the routing log, and the write premium as an extra
-        cost (125 % / 200 % of the input price for 5-minute / 1-hour writes; ``rate`` scales
-        it: 0.5 in a Message Batch, where the batch discount stacks with the cache
-        multipliers, providers-2.md 3)."""
+        cost: the price table's write price less the input price the pricer already
+        counts (by default 125 % / 200 % of input for 5-minute / 1-hour entries); in a
+        Message Batch the batch discount applies to it too (the discounts stack,
+        providers-2.md 3)."""
         notes = reply.cache_notes(usage)
         created = (usage or {}).get("cache_creation") or {}
-        price = self.caching.input_price(model)
+        price = self.caching.prices(model)
         if notes and price is not None:
-            premium = (
-                int(created.get("ephemeral_5m_input_tokens") or 0) * cache.WRITE_PREMIUM["5m"]
-                + int(created.get("ephemeral_1h_input_tokens") or 0) * cache.WRITE_PREMIUM["1h"]
-            )
-            notes["cache_storage_usd"] = premium * price * rate / 1_000_000
+            write_5m = price.cache_write
+            write_1h = price.cache_write_1h
+            if write_5m is None:
+                write_5m = price.input * (1 + cache.WRITE_PREMIUM["5m"])
+            if write_1h is None:
+                write_1h = price.input * (1 + cache.WRITE_PREMIUM["1h"])
+            premium = int(created.get("ephemeral_5m_input_tokens") or 0) * (
+                write_5m - price.input
+            ) + int(created.get("ephemeral_1h_input_tokens") or 0) * (write_1h - price.input)
+            rate = 1.0 - price.batch_discount if batch else 1.0
+            notes["cache_storage_usd"] = premium * rate / 1_000_000
         return notes
 
 

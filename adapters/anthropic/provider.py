@@ -11,16 +11,12 @@ from adapters.parts import ProviderConfig, ProviderParts, batch_client
 
 
 def translator(config: ProviderConfig) -> Translator:
-    def input_price(model: str) -> float | None:
-        price = config.prices(model)
-        return None if price is None else price.input
-
     caching = Caching(
         mode=config.cache.mode,
         min_repeats=config.cache.min_repeats,
         window_s=float(config.cache.window_s),
         min_tokens={model.upstream: model.cache_min_tokens for model in config.models},
-        input_price=input_price,
+        prices=config.prices,
         clock=config.clock.now,
     )
     return Translator(

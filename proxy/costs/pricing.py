@@ -87,11 +87,16 @@ __all__ = [
 # "passthrough": the stateless rest of the API forwarded as is, priced as real time.
 LANES = frozenset({"realtime", "flex", "batch", "offpeak", "passthrough"})
 _PRICE_FIELDS = ("input", "cached_input", "output")
-_SOURCED = frozenset({*_PRICE_FIELDS, "cache_storage_per_hour", "batch_discount", "flex_discount"})
+_SOURCED = frozenset(
+    {*_PRICE_FIELDS, "cache_storage_per_hour", "cache_write", "cache_write_1h",
+     "batch_discount", "flex_discount"}
+)  # fmt: skip
 _DEFAULTS: dict[str, Any] = {
     "batch_discount": 0.5,
     "flex_discount": 0.5,
     "cache_storage_per_hour": 0.0,
+    "cache_write": None,
+    "cache_write_1h": None,
     "batch_discounts_cached": True,
     "batch": True,
     "flex": True,
@@ -136,6 +141,9 @@ class Rates:
     batch_discount: float
     flex_discount: float
     cache_storage_per_hour: float
+    # Anthropic prompt-cache writes (5-minute and 1-hour entries); None: not published.
+    cache_write: float | None
+    cache_write_1h: float | None
     batch_discounts_cached: bool
     batch: bool
     flex: bool
@@ -156,6 +164,8 @@ class Rates:
             batch_discount=self.batch_discount,
             flex_discount=self.flex_discount,
             cache_storage_per_hour=self.cache_storage_per_hour,
+            cache_write=self.cache_write,
+            cache_write_1h=self.cache_write_1h,
         )
 
 

@@ -121,12 +121,15 @@ def _fields(price: Any) -> dict[str, Any] | None:
         return None
     if out is None:  # embeddings
         out = Decimal(0)
+    write = getattr(price, "cache_write_mtok", None)
     fields: dict[str, Any] = {
         "input": _base(inp),
         "cached_input": None if cached is None else _base(cached),
         "output": _base(out),
         "tiers": (),
     }
+    if write is not None:
+        fields["cache_write"] = _base(write)  # genai-prices' writes: the 5-minute price
     thresholds = sorted({t.start for p in (inp, cached, out) for t in getattr(p, "tiers", ())})
     if thresholds:
         fields["tiers"] = tuple(
@@ -202,6 +205,8 @@ class _Entry(_Model):
     batch_discount: float | None = Field(None, ge=0, le=1)
     flex_discount: float | None = Field(None, ge=0, le=1)
     cache_storage_per_hour: float | None = Field(None, ge=0)
+    cache_write: float | None = Field(None, ge=0)
+    cache_write_1h: float | None = Field(None, ge=0)
     note: str | None = None
 
 

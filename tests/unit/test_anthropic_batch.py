@@ -14,6 +14,7 @@ from adapters.anthropic.batch import item_id, parse_batch, result_of, split_id
 from adapters.anthropic.chat import Caching, Translator
 from adapters.base import BatchStatus
 from adapters.errors import UpstreamProtocolError
+from adapters.parts import ModelPrices
 from proxy.deferral.batchfiles import outcome_of
 from proxy.store.jobs import TicketStatus
 
@@ -104,7 +105,8 @@ MESSAGE = {
 
 
 def translator() -> Translator:
-    return Translator(caching=Caching(input_price=lambda _m: 3.0))
+    prices = ModelPrices(3.0, 0.3, 0.0, cache_write=3.75, cache_write_1h=6.0)
+    return Translator(caching=Caching(prices=lambda _m: prices))
 
 
 def line(result: dict[str, Any]) -> dict[str, Any]:

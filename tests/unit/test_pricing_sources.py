@@ -301,3 +301,31 @@ def test_genai_is_keyed_by_provider_type(
     genai: GenaiPrices, provider_type: str, model: str
 ) -> None:
     assert genai.lookup(provider_type, model) is None
+
+
+@pytest.mark.parametrize(
+    ("model", "prices"),
+    [
+        ("claude-sonnet-4-5", (3.0, 0.30, 15.0, 3.75, 6.0)),
+        ("claude-haiku-4-5", (1.0, 0.10, 5.0, 1.25, 2.0)),
+        ("claude-3-5-haiku", (0.8, 0.08, 4.0, 1.0, 1.6)),
+    ],
+)
+def test_claude_prices_include_both_cache_write_prices_and_the_stacking_batch(
+    shipped_pricer: Pricer, model: str, prices: tuple[float, ...]
+) -> None:
+    rates = shipped_pricer.rates("anthropic", model, NOW)
+    assert rates is not None
+    found = (rates.input, rates.cached_input, rates.output, rates.cache_write,
+             rates.cache_write_1h)  # fmt: skip
+    assert found == pytest.approx(prices)
+    # Message Batches: every token at half price, cache reads too (the discounts stack).
+    assert rates.batch_discount == 0.5
+    assert rates.batch_discounts_cached
+    assert not rates.flex
+    usage = UsageFacts(prompt_tokens=1000, completion_tokens=100, cached_tokens=800)
+    cost = shipped_pricer.cost(provider_type="anthropic", provider="anthropic", model=model,
+                               usage=usage, lane="batch", at=NOW)  # fmt: skip
+    assert cost is not None
+    expected = (200 * prices[0] + 800 * prices[1] + 100 * prices[2]) * 0.5 / 1e6
+    assert cost.actual == pytest.approx(expected)
