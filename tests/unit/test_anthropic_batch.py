@@ -196,3 +196,20 @@ def test_the_emulator_finishes_every_request_of_a_batch_that_ran_to_the_end() ->
     assert store.ended_at(batch) is not None
     kinds = {line["result"]["type"] for line in store.results(batch)}
     assert kinds == {"succeeded"}
+
+
+async def test_the_emulator_refuses_oversized_requests_with_413() -> None:
+    import httpx
+
+    from adapters.emulators.anthropic.server import AnthropicEmulatorConfig, create_app
+
+    app = create_app(AnthropicEmulatorConfig(max_request_bytes=200))
+    headers = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 5,
+            "messages": [{"role": "user", "content": "x" * 300}]}  # fmt: skip
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://a") as c:
+        response = await c.post("/v1/messages", json=body, headers=headers)
+        assert response.status_code == 413
+        assert response.json()["error"]["type"] == "request_too_large"
+        body["messages"] = [{"role": "user", "content": "x"}]
+        assert (await c.post("/v1/messages", json=body, headers=headers)).status_code == 200

@@ -84,6 +84,8 @@ class AnthropicEmulatorConfig:
     )
     cache_min_default: int = 1024
     batches: BatchSettings = field(default_factory=BatchSettings)
+    # Messages requests above 32 MB are refused 413 ``request_too_large`` (providers-2.md 6).
+    max_request_bytes: int = 32 * 1024 * 1024
 
     def cache_min(self, model: str) -> int:
         for prefix, tokens in self.cache_min_tokens:
@@ -376,6 +378,8 @@ class _Server:
                     return early
             if self.config.latency:
                 await asyncio.sleep(self.config.latency)
+            if len(raw) > self.config.max_request_bytes:
+                raise AnthropicError(413, "Request exceeds the maximum allowed number of bytes.")
             if body is None:
                 raise _invalid("The request body is not valid JSON.")
             message = answer(validate(body, self.config.models))
