@@ -59,7 +59,7 @@ def url_for(directory: Path) -> str:
     return f"postgresql://postgres@/{DATABASE}?host={directory / 'sock'}"
 
 
-def start(directory: Path, *, fast: bool = False) -> str:
+def start(directory: Path, *, fast: bool = False, preload: tuple[str, ...] = ()) -> str:
     """initdb + start in ``directory`` (created); returns the URL of database ``costroute``."""
     binaries = bindir()
     if binaries is None:
@@ -90,6 +90,8 @@ def start(directory: Path, *, fast: bool = False) -> str:
         "-c max_connections=200",
         "-c shared_buffers=64MB",
     ]
+    if preload:
+        options.append(f"-c shared_preload_libraries={','.join(preload)}")
     if fast:
         options += ["-c fsync=off", "-c full_page_writes=off", "-c synchronous_commit=off"]
     _run(

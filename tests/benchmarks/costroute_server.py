@@ -4,6 +4,9 @@
 once, ``slow`` (the upstream's ``/slow`` prefix) after 50 ms.
 
     python -m tests.benchmarks.costroute_server --port 9300 --upstream URL --db PATH
+
+``--db`` may be a ``postgresql://`` URL: the store is then PostgreSQL (``[store] url_env``
+names ``BENCH_DATABASE_URL``, which ``environ_for`` sets).
 """
 
 from __future__ import annotations
@@ -20,10 +23,18 @@ ENV = {"BENCH_CLIENT_KEY": CLIENT_KEY, "BENCH_PROVIDER_KEY": PROVIDER_KEY}
 MODELS = {"instant": "bench-instant", "slow": "bench-slow"}
 
 
+def environ_for(db: str) -> dict[str, str]:
+    """The environment a benchmark proxy on store ``db`` reads its secrets from."""
+    return {**ENV, "BENCH_DATABASE_URL": db} if db.startswith("postgresql://") else dict(ENV)
+
+
 def bench_settings(upstream: str, db_path: str, **sections: dict[str, Any]) -> Settings:
     provider = {"type": "openai", "api_key_env": "BENCH_PROVIDER_KEY"}
+    store: dict[str, Any] = {"path": db_path}
+    if db_path.startswith("postgresql://"):
+        store = {"url_env": "BENCH_DATABASE_URL"}
     data: dict[str, Any] = {
-        "store": {"path": db_path},
+        "store": store,
         "auth": {"keys": [{"name": "bench", "key_env": "BENCH_CLIENT_KEY"}]},
         "providers": {
             "instant": {**provider, "base_url": upstream + "/v1"},
@@ -59,7 +70,7 @@ def main() -> None:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = bench_settings(args.upstream, args.db)
-    app = create_app(settings, environ=ENV, tune_gc=True)  # as `costroute serve`
+    app = create_app(settings, environ=environ_for(args.db), tune_gc=True)  # as `serve`
     http: Any = args.http
     if args.http == "httptools":
         # What `costroute serve` runs: httptools behind the header deadline and size guard.

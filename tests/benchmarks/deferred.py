@@ -55,8 +55,10 @@ async def enqueue(
     progress: Callable[[str], None],
     tag: str = "",
     tree: Path = REPO,
+    db: str | None = None,
 ) -> EnqueueResult:
-    db_path = fresh_db(log_dir / f"costroute-enqueue{tag}.db")
+    """``db``: a store to use instead of a fresh SQLite file (a ``postgresql://`` URL)."""
+    db_path: str | Path = db or fresh_db(log_dir / f"costroute-enqueue{tag}.db")
     headers = {**HEADERS, "x-latency-tolerance": "24h"}
     rates: list[float] = []
     p50s: list[float] = []
@@ -93,18 +95,39 @@ async def enqueue(
             )
     # Only requests inside the measured window are in ``accepted``; the database holds
     # the warm-up ones too, so committed >= accepted is the check.
-    with contextlib.closing(sqlite3.connect(db_path)) as conn:
-        committed = int(conn.execute("SELECT COUNT(*) FROM tickets").fetchone()[0])
+    committed = count_tickets(str(db_path))
     return EnqueueResult(
         rates, median(p50s), median(p99s), accepted, committed, errors, median(cpu_us)
     )
 
 
+def count_tickets(db: str) -> int:
+    if db.startswith("postgresql://"):
+        import asyncio
+        import concurrent.futures
+
+        import asyncpg
+
+        async def count() -> int:
+            conn = await asyncpg.connect(db)
+            try:
+                return int(await conn.fetchval("SELECT COUNT(*) FROM tickets"))
+            finally:
+                await conn.close()
+
+        # Called from the benchmark's own event loop: count on another thread's loop.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, count()).result()
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM tickets").fetchone()[0])
+
+
 def batch_flush_ingest(
-    log_dir: Path, *, tickets: int, progress: Callable[[str], None]
+    log_dir: Path, *, tickets: int, progress: Callable[[str], None], db: str | None = None
 ) -> dict[str, Any]:
-    """Seed, then flush and ingest in a fresh process against the emulator."""
-    db_path = fresh_db(log_dir / "batch.db")
+    """Seed, then flush and ingest in a fresh process against the emulator. ``db``: a
+    store to use instead of a fresh SQLite file (a ``postgresql://`` URL)."""
+    db_path: str | Path = db or fresh_db(log_dir / "batch.db")
     files = log_dir / "emulator-files"
     shutil.rmtree(files, ignore_errors=True)
     files.mkdir()
