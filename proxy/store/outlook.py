@@ -20,14 +20,15 @@ class Outlook:
 
 async def outlook(db: Database) -> Outlook:
     batches = await db.fetchone(
-        "SELECT SUM(status = 'created'), MIN(CASE WHEN status = 'submitted' "
-        "THEN COALESCE(next_poll_ms, 0) END) FROM batches "
+        # CASE, not SUM(status = ...): PostgreSQL does not add booleans.
+        "SELECT SUM(CASE WHEN status = 'created' THEN 1 ELSE 0 END), "
+        "MIN(CASE WHEN status = 'submitted' THEN COALESCE(next_poll_ms, 0) END) FROM batches "
         "WHERE status IN ('created', 'submitted')"
     )
     tickets = await db.fetchone(
         "SELECT MIN(CASE WHEN status IN ('queued', 'submitted') THEN deadline_ms END), "
         "MIN(CASE WHEN status = 'queued' AND lane IN ('offpeak', 'realtime') "
-        "THEN not_before_ms END), SUM(status = 'realtime') "
+        "THEN not_before_ms END), SUM(CASE WHEN status = 'realtime' THEN 1 ELSE 0 END) "
         "FROM tickets WHERE status IN ('queued', 'submitted', 'realtime')"
     )
     hooks = await db.fetchone("SELECT MIN(next_attempt_ms) FROM webhooks WHERE status = 'pending'")
