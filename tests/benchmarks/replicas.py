@@ -183,6 +183,36 @@ async def scale_out(upstream: Server, out: Path, url: str, quick: bool) -> dict[
     return results
 
 
+def verdicts(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(figure, value, PASS/MISS or a ratio) for the README's targets."""
+    enqueue = figures["enqueue_c64"]
+    realtime = figures["realtime_c64"]
+    flush = figures["flush_ingest"]["postgres"]
+    scale = figures["scale_out"]
+    one = median(scale["1"]["cpu_us_per_request"])
+    rows = [
+        ("enqueue c=64, PostgreSQL, tickets/s (target >= 2000)",
+         str(enqueue["postgres"]["tickets_per_s"]),
+         "PASS" if enqueue["postgres"]["tickets_per_s"] >= 2000 else "MISS"),
+        ("enqueue c=64, PostgreSQL / SQLite",
+         f"{enqueue['postgres']['tickets_per_s'] / enqueue['sqlite']['tickets_per_s']:.2f}", ""),
+        ("lost 202s (committed < accepted)",
+         str(max(0, enqueue["postgres"]["accepted"] - enqueue["postgres"]["committed"])),
+         "PASS" if enqueue["postgres"]["committed"] >= enqueue["postgres"]["accepted"] else "MISS"),
+        ("50,000-ticket flush on PostgreSQL, s (target < 5)", str(flush["flush_s"]),
+         "PASS" if flush["flush_s"] < 5 else "MISS"),
+        ("50,000-line ingest on PostgreSQL, s (target < 5)", str(flush["ingest_s"]),
+         "PASS" if flush["ingest_s"] < 5 else "MISS"),
+        ("real time c=64, PostgreSQL / SQLite requests/s",
+         f"{realtime['postgres']['requests_per_s'] / realtime['sqlite']['requests_per_s']:.2f}",
+         ""),
+    ]  # fmt: skip
+    for count in ("2", "3"):
+        cpu = median(scale[count]["cpu_us_per_request"])
+        rows.append((f"CPU per request, {count} replicas / 1", f"{cpu / one:.2f}", ""))
+    return rows
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmarks.replicas")
     parser.add_argument("--out", type=Path, default=None)
@@ -208,6 +238,9 @@ def main(argv: list[str]) -> int:
             pgcluster.stop(cluster)
         (out / "replicas.json").write_text(json.dumps(figures, indent=2))
         say(json.dumps(figures, indent=2))
+        say("")
+        for name, value, verdict in verdicts(figures):
+            say(f"{name:<58} {value:>8}  {verdict}")
     return 0
 
 
