@@ -2,7 +2,10 @@
 real lane and the Anthropic emulator on one ManualClock, in process. Per-result outcomes
 (succeeded, errored retryable / permanent, canceled, expired), the 24-hour expiry, and
 reconciliation of a create whose answer was lost (Anthropic batches have no metadata:
-the local batch id rides in the items' custom ids, readable once the batch has ended)."""
+the local batch id rides in the items' custom ids, readable once the batch has ended).
+The flow runs on both engines; the reconciliation tests run on SQLite, whose leases
+follow the ManualClock (PostgreSQL's follow the server's clock, exercised by the
+replica drill), and what they test is the lane's, the same on either engine."""
 
 from __future__ import annotations
 
@@ -47,10 +50,10 @@ class LoseCreate(httpx.AsyncBaseTransport):
 
 @contextlib.asynccontextmanager
 async def claude(
-    tmp_path: Path, *, active: int = 1, **batches: object
+    tmp_path: Path, target: str | None = None, *, active: int = 1, **batches: object
 ) -> AsyncIterator[tuple[Stack, LoseCreate]]:
     providers = {"anthropic": {**PROVIDERS["anthropic"], "max_active_batches": active}}
-    async with stack(tmp_path, providers=providers, models=MODELS) as s:
+    async with stack(tmp_path, providers=providers, models=MODELS, target=target) as s:
         settings = BatchSettings(**{"complete_after": DONE, **batches})  # type: ignore[arg-type]
         app = create_app(AnthropicEmulatorConfig(batches=settings), clock=s.clock)
         s.services.extras["anthropic_app"] = app
@@ -85,8 +88,10 @@ async def upstream_ids(s: Stack) -> Counter[str]:
     return seen
 
 
-async def test_deferred_claude_requests_complete_through_a_message_batch(tmp_path: Path) -> None:
-    async with claude(tmp_path) as (s, _):
+async def test_deferred_claude_requests_complete_through_a_message_batch(
+    tmp_path: Path, db_target: str
+) -> None:
+    async with claude(tmp_path, db_target) as (s, _):
         ids = await enqueue(s, 3)
         summary = await s.scheduler.flush_once(force=True)
         assert summary.tickets == 3
