@@ -23,7 +23,7 @@ as the real API does, and fails as an ``errored`` result (``stream`` refused the
 Succeeded messages report ``usage.service_tier: "batch"`` and go through the same prompt
 cache as real-time calls, so the discounts stack; errored, canceled and expired requests
 are unbilled. ``line_failure_rate`` makes that share of requests fail with a retryable
-``api_error`` (a generator seeded by the batch id decides).
+``api_error`` (drawn from the batch's sequence number and the request itself).
 
 Unverified, chosen here and configurable where it matters: the answer to ``results``
 before the batch ends (400 ``invalid_request_error``; the SDK never asks then), a cancel
@@ -33,6 +33,7 @@ of an ended batch (answered with the batch unchanged), and how long ``canceling`
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import random
 import re
 import secrets
@@ -271,17 +272,17 @@ class Batches:
         else:
             ran = 0  # never processed: everything expires
         lost = "canceled" if batch.cancel_at is not None else "expired"
-        chance = random.Random(f"{batch.id}/failures")
+        rate = self.settings.line_failure_rate
         lines = []
         for index, item in enumerate(batch.requests):
             if index >= ran:
                 result: dict[str, Any] = {"type": lost}
-            elif chance.random() < self.settings.line_failure_rate:
+            elif rate > 0 and _draw(batch.seq, item["params"]) < rate:
                 result = _errored("api_error", "Internal server error")
             else:
                 result = self._answer(batch, item["params"])
             lines.append({"custom_id": item["custom_id"], "result": result})
-        random.Random(batch.id).shuffle(lines)  # "not returned in request order"
+        random.Random(f"anthropic-batch/{batch.seq}").shuffle(lines)  # "in any order"
         batch.results = lines
         batch.requests = [{"custom_id": item["custom_id"]} for item in batch.requests]
         return lines
@@ -301,6 +302,14 @@ class Batches:
         if self.clock.now() >= batch.created + self.settings.archive_after:
             raise BatchError(404, f"Results of {batch.id} are no longer available (archived).")
         return b"".join(orjson.dumps(line) + b"\n" for line in self.results(batch))
+
+
+def _draw(seq: int, params: Any) -> float:
+    """A request's random failure draw, keyed by its batch's sequence number and the
+    request itself, not its place in the batch (costroute writes a batch's items in
+    ticket-id order, which differs between runs of one simulation seed)."""
+    digest = hashlib.sha256(orjson.dumps(params, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return random.Random(f"anthropic-batch/{seq}/{digest}").random()
 
 
 def _errored(kind: str, message: str) -> dict[str, Any]:
