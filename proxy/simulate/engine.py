@@ -174,6 +174,7 @@ class Engine:
             environ=world.environ,
             transports=world.transports(),
             loops=False,
+            inline_store=True,
         )
         async with _lifespan(app):
             services: Services = app.state.services

@@ -200,7 +200,9 @@ class Database(abc.ABC):
     where: str
 
     @staticmethod
-    async def open(target: str | Path, *, pool_size: int = 8) -> Database:
+    async def open(target: str | Path, *, pool_size: int = 8, inline: bool = False) -> Database:
+        """``inline``: SQLite statements on the loop's thread (``SqliteDatabase``; only
+        for ``costroute simulate``). PostgreSQL ignores it."""
         text = str(target)
         if is_postgres_url(text):
             from proxy.store.postgres import PgDatabase
@@ -208,7 +210,7 @@ class Database(abc.ABC):
             return await PgDatabase.open(text, pool_size=pool_size)
         from proxy.store.sqlite import SqliteDatabase
 
-        return await SqliteDatabase.open(text)
+        return await SqliteDatabase.open(text, inline=inline)
 
     @abc.abstractmethod
     async def close(self) -> None: ...
