@@ -45,8 +45,9 @@ from proxy.ops.log_context import LogContext
 from proxy.ops.metrics import Metrics
 from proxy.ops.routelog import RouteLog
 from proxy.settings import Settings, resolve_client_keys, resolve_provider_key
-from proxy.store.db import Database
+from proxy.store.db import Database, is_postgres_url
 from proxy.store.gemini_caches import StoreCacheRegistry
+from proxy.store.sqlite import SqliteDatabase
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +80,12 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        db = await Database.open(
-            settings.store.target(environ),
-            pool_size=settings.store.pool_size,
-            inline=inline_store,
-        )
+        target = settings.store.target(environ)
+        db: Database
+        if inline_store and not is_postgres_url(str(target)):
+            db = await SqliteDatabase.open(target, inline=True)
+        else:
+            db = await Database.open(target, pool_size=settings.store.pool_size)
         routelog = RouteLog(db)
         services = Services(
             settings=settings, db=db, clock=clock or SystemClock(), routelog=routelog

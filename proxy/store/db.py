@@ -200,9 +200,7 @@ class Database(abc.ABC):
     where: str
 
     @staticmethod
-    async def open(target: str | Path, *, pool_size: int = 8, inline: bool = False) -> Database:
-        """``inline``: SQLite statements on the loop's thread (``SqliteDatabase``; only
-        for ``costroute simulate``). PostgreSQL ignores it."""
+    async def open(target: str | Path, *, pool_size: int = 8) -> Database:
         text = str(target)
         if is_postgres_url(text):
             from proxy.store.postgres import PgDatabase
@@ -210,7 +208,7 @@ class Database(abc.ABC):
             return await PgDatabase.open(text, pool_size=pool_size)
         from proxy.store.sqlite import SqliteDatabase
 
-        return await SqliteDatabase.open(text, inline=inline)
+        return await SqliteDatabase.open(text)
 
     @abc.abstractmethod
     async def close(self) -> None: ...

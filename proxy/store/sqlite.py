@@ -185,9 +185,10 @@ async def _connect(
     path: str, extra: Sequence[str] = (), *, inline: bool = False
 ) -> aiosqlite.Connection:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves.
-    conn = (
-        await InlineConnection(path) if inline else await aiosqlite.connect(path, isolation_level=None)
-    )
+    if inline:
+        conn: aiosqlite.Connection = await InlineConnection(path)
+    else:
+        conn = await aiosqlite.connect(path, isolation_level=None)
     conn.row_factory = aiosqlite.Row
     for pragma in (*_PRAGMAS, *extra):
         await conn.execute(pragma)
