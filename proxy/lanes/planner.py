@@ -7,8 +7,10 @@ Order of preference, cheapest first among the lanes whose completion fits the de
 
 1. ``batch``: the provider has a batch lane, the model allows it, and the tolerance is at
    least ``batch.min_tolerance`` (a batch may take hours; half price).
-2. ``offpeak``: the provider has time-of-day price windows and a cheaper one opens before
-   the deadline (less the guard's margin); the request is held and sent directly then.
+2. ``offpeak``: the provider has time-of-day price windows (its config's, else the shipped
+   ones the pricer charges by: ``proxy.costs.pricing.windows_in_force``) and a cheaper one
+   opens before the deadline (less the guard's margin); the request is held and sent
+   directly then.
 3. ``flex``: OpenAI's flex tier for flex-capable chat models, when the tolerance is at
    least ``batch.flex_min_tolerance`` (synchronous, slower, half price).
 4. ``realtime`` otherwise, with the reason why nothing cheaper fitted.
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from adapters.registry import capabilities
+from proxy.costs.pricing import windows_in_force
 from proxy.costs.windows import next_cheaper_window_start, window_multiplier
 from proxy.durations import format_duration
 from proxy.settings import Settings
@@ -95,12 +98,15 @@ def plan(
             deadline=deadline,
         )
 
-    if provider.price_windows:
+    # Shipped windows count as much as configured ones: a DeepSeek request with no
+    # ``price_windows`` in the config is still charged twice over in peak hours.
+    windows = windows_in_force(provider, now)
+    if windows:
         latest = deadline - batch.deadline_margin
-        start = next_cheaper_window_start(provider.price_windows, now, latest)
+        start = next_cheaper_window_start(windows, now, latest)
         if start is not None:
-            current = window_multiplier(provider.price_windows, now)
-            cheaper = window_multiplier(provider.price_windows, start)
+            current = window_multiplier(windows, now)
+            cheaper = window_multiplier(windows, start)
             when = dt.datetime.fromtimestamp(start, dt.UTC).strftime("%a %H:%M UTC")
             return Decision(
                 Lane.OFFPEAK,
