@@ -15,8 +15,9 @@ upkeep), except that nothing runs on a wall-clock timer. The engine owns time in
    ``MAINTENANCE_INTERVAL``, exactly as the live loops would; the guard's direct sends run
    as tasks, as live.
 
-It stops once every request has ended (or at the horizon: the last arrival plus the
-longest tolerance plus a day). Nothing sleeps on the wall clock.
+It stops once every request has ended and every provider batch is closed (a batch whose
+tickets the deadline guard took over is still billed when it ends), or at the horizon:
+the last arrival plus the longest tolerance plus a day. Nothing sleeps on the wall clock.
 """
 
 from __future__ import annotations
@@ -276,6 +277,9 @@ class Engine:
                 and not self._busy(scheduler)
                 and clock.next_wake() is None
                 and await outcomes.unfinished_tickets(services.db) == 0
+                # Late batches too: their lines are billed when they end, after the
+                # guard has already paid for the same requests in real time.
+                and await outcomes.live_batches(services.db) == 0
             ):
                 break
 
