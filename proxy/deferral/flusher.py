@@ -3,7 +3,9 @@
 Queued tickets are grouped by (provider, upstream model, endpoint), since a provider batch
 file holds one model. A group is due when it holds ``batch.flush_lines`` tickets, when its
 oldest ticket has waited ``batch.max_wait``, when a deadline leaves no more room than
-``batch.min_tolerance``, or when a flush is forced. A due group is held while its model
+``batch.min_tolerance`` (or the provider's longest recent batch turnaround plus
+``batch.deadline_margin``, when longer), or when a flush is forced. A due group is held
+while its model
 (or, with ``batch_limit_scope = "provider"``, its provider) has ``max_active_batches`` live
 batches (unless a deadline needs it: then a further batch beats the deadline guard's full
 price), while the model's ``enqueued_token_budget`` is used up, or for a while after the
@@ -188,10 +190,23 @@ class Flusher:
             return f"{group.count} tickets >= batch.flush_lines"
         if now_ms - group.oldest_ms >= batch.max_wait * 1000:
             return f"oldest ticket waited batch.max_wait {format_duration(batch.max_wait)}"
-        room = (batch.min_tolerance + batch.flush_interval) * 1000
-        if group.earliest_deadline_ms - now_ms <= room:
+        if group.earliest_deadline_ms - now_ms <= self._room_ms(group.provider):
             return URGENT
         return None
+
+    def _room_ms(self, provider: str) -> int:
+        """How close a deadline may come before its group must go, whatever holds it:
+        ``batch.min_tolerance``, or the provider's longest recent batch turnaround plus
+        the guard's margin when that is longer (``proxy.deferral.turnaround``). On a
+        slow day a group held behind a live batch until only ``min_tolerance`` was left
+        went out in a batch that could not be back in time: the guard then paid for its
+        tickets in real time and the provider billed the batch as well."""
+        batch = self.services.settings.batch
+        need = float(batch.min_tolerance)
+        learnt = self.services.turnaround_longest.get(provider)
+        if learnt is not None:
+            need = max(need, learnt + batch.deadline_margin)
+        return int((need + batch.flush_interval) * 1000)
 
     async def next_due_ms(self, now_ms: int) -> int | None:
         """The earliest time (Unix ms) at which ``flush`` would submit something, if
@@ -205,7 +220,7 @@ class Flusher:
             if forced or group.count >= batch.flush_lines:
                 at = now_ms
             else:
-                room = (batch.min_tolerance + batch.flush_interval) * 1000
+                room = self._room_ms(group.provider)
                 at = min(group.oldest_ms + batch.max_wait * 1000, group.earliest_deadline_ms - room)
             cooldown = self.cooldown.get((group.provider, group.model), 0)
             if cooldown > max(at, now_ms):

@@ -6,7 +6,10 @@ capabilities and the provider's price windows, and returns where the request goe
 Order of preference, cheapest first among the lanes whose completion fits the deadline:
 
 1. ``batch``: the provider has a batch lane, the model allows it, and the tolerance is at
-   least ``batch.min_tolerance`` (a batch may take hours; half price).
+   least ``batch.min_tolerance`` (a batch may take hours; half price) and, when the
+   scheduler has learnt the provider's recent batch turnaround (``turnaround``), that
+   turnaround plus ``batch.deadline_margin``: a batch that cannot be back in time is
+   escalated by the deadline guard and paid twice (``proxy.deferral.turnaround``).
 2. ``offpeak``: the provider has time-of-day price windows (its config's, else the shipped
    ones the pricer charges by: ``proxy.costs.pricing.windows_in_force``) and a cheaper one
    opens before the deadline (less the guard's margin); the request is held and sent
@@ -19,6 +22,7 @@ Order of preference, cheapest first among the lanes whose completion fits the de
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -64,9 +68,11 @@ def plan(
     tolerance: int | None,
     settings: Settings,
     now: float,
+    turnaround: Mapping[str, float] | None = None,
 ) -> Decision:
     """Choose the lane for one request. ``model`` must be configured; ``tolerance`` is in
-    seconds (``None`` or 0: the caller wants the answer now)."""
+    seconds (``None`` or 0: the caller wants the answer now). ``turnaround``: provider
+    name -> its recent batch turnaround in seconds, where known."""
     config = settings.models[model]
     provider = settings.providers[config.provider]
     upstream = config.upstream_model or model
@@ -77,6 +83,7 @@ def plan(
     deadline = now + tolerance
     tol = format_duration(tolerance)
     why_not: list[str] = []
+    learnt = turnaround.get(name) if turnaround else None
 
     lanes = capabilities(provider.type)
     if not lanes.batch:
@@ -88,6 +95,11 @@ def plan(
     elif tolerance < batch.min_tolerance:
         minimum = format_duration(batch.min_tolerance)
         why_not.append(f"tolerance {tol} < batch.min_tolerance {minimum}")
+    elif learnt is not None and tolerance < learnt + batch.deadline_margin:
+        why_not.append(
+            f"tolerance {tol} < {name}'s recent batch turnaround {format_duration(learnt)} "
+            f"+ batch.deadline_margin {format_duration(batch.deadline_margin)}"
+        )
     else:
         return Decision(
             Lane.BATCH,

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from adapters.emulators.openai.batch.lines import LineFault
+from proxy.lanes.planner import plan
 from tests.deferral.harness import RUN, Stack, stack
 
 HOUR = 3600
@@ -385,3 +386,42 @@ async def test_max_bytes_splits_a_group(tmp_path: Path, db_target: str) -> None:
         s.clock.advance(RUN)
         await s.scheduler.poll_once()
         assert set(await s.statuses(ids)) == {"completed"}
+
+
+async def test_a_slow_batch_teaches_the_planner_and_the_flusher(s: Stack) -> None:
+    """A batch that took 5 h: shorter tolerances are no longer batched (they would be
+    escalated and paid twice), and a queued group goes while a 5 h batch can still be
+    back before its earliest deadline, not when only batch.min_tolerance is left."""
+    await s.enqueue("slow")
+    await s.scheduler.flush_once(force=True)
+    s.clock.advance(5 * HOUR)
+    await s.scheduler.poll_once()
+    learnt = s.services.turnaround["openai"]
+    assert learnt == pytest.approx(5 * HOUR, abs=RUN)
+
+    def lane(tolerance: int) -> str:
+        return plan(
+            model="gpt-4o-mini", endpoint="/v1/chat/completions", tolerance=tolerance,
+            settings=s.settings, now=s.clock.now(), turnaround=s.services.turnaround,
+        ).lane.value  # fmt: skip
+
+    assert lane(4 * HOUR) != "batch"  # 4 h < 5 h + the 15 min margin
+    assert lane(6 * HOUR) == "batch"
+    # 6 h of tolerance leaves room to wait for max_wait; 5 h 10 min does not.
+    await s.enqueue("calm", tolerance=6 * HOUR)
+    assert (await s.scheduler.flush_once()).batches == ()
+    await s.enqueue("urgent", tolerance=5 * HOUR + 600)
+    assert (await s.scheduler.flush_once()).tickets == 2
+
+
+async def test_learn_turnaround_off_leaves_the_planner_alone(
+    tmp_path: Path, db_target: str
+) -> None:
+    async with stack(tmp_path, target=db_target, batch={"learn_turnaround": False}) as s:
+        await s.enqueue("slow")
+        await s.scheduler.flush_once(force=True)
+        s.clock.advance(5 * HOUR)
+        await s.scheduler.poll_once()
+        assert s.services.turnaround == {}
+        await s.enqueue("urgent", tolerance=5 * HOUR + 600)
+        assert (await s.scheduler.flush_once()).batches == ()  # waits for max_wait
