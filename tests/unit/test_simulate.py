@@ -81,3 +81,26 @@ def test_a_day_goes_through_the_real_scheduler_and_repeats_exactly(
     assert first["deadlines"] == {"with_deadline": 2, "met": 2, "met_pct": 100.0}
     assert first["batches_created"] == {"openai": 1}
     assert _run(tmp_path, capsys) == first  # same seed, same report
+
+
+def test_costroute_report_shows_the_same_savings_from_the_routing_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """End to end: a simulated day leaves a real routing log; ``costroute report`` on it
+    prices the same requests and finds the same best as the simulator (its nominal
+    turnaround is the log's own median, close to the scenario's)."""
+    workload = tmp_path / "day.jsonl"
+    workload.write_text(DAY)
+    kept = tmp_path / "run"
+    assert main(["simulate", str(workload), "--json", "--quiet", "--keep", str(kept)]) == 0
+    simulated: dict[str, Any] = json.loads(capsys.readouterr().out)
+    config = tmp_path / "costroute.toml"
+    shipped = Path(__file__).parents[2] / "proxy/data/simulate/config.toml"
+    config.write_text(shipped.read_text() + f'\n[store]\npath = "{kept / "simulate.db"}"\n')
+    assert main(["report", "--config", str(config), "--since", "0", "--json"]) == 0
+    best = json.loads(capsys.readouterr().out)["best"]
+    for name in ("requests", "cost_usd", "baseline_usd", "best_usd", "realised_pct"):
+        assert best[name] == simulated[name], name
+    assert 1200 <= best["nominal_turnaround_s"]["openai"] <= 1500  # 20 min + polling
+    assert main(["report", "--config", str(config), "--since", "0"]) == 0
+    assert "Savings realised: 100.0 % of the best possible saving" in capsys.readouterr().out
