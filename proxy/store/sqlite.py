@@ -94,7 +94,9 @@ class SqliteDatabase(Database):
         path = str(path)
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        writer = await _connect(path, _WRITER_PRAGMAS, inline=inline)
+        # A simulation's store is thrown away after the run: no fsync at checkpoints.
+        extra = (*_WRITER_PRAGMAS, "PRAGMA synchronous=OFF") if inline else _WRITER_PRAGMAS
+        writer = await _connect(path, extra, inline=inline)
         await _migrate(writer)
         reader = await _connect(path, inline=inline)
         return cls(path, writer, reader)
