@@ -323,6 +323,8 @@ class Scheduler:
             )
         # Poll young batches often and old ones less: most finish well inside 24 h.
         interval = max(batch_cfg.poll_interval, min(age_s / 10, batch_cfg.poll_interval * 10))
+        if batch_cfg.learn_turnaround:  # and not before any recent batch ended
+            interval = max(interval, self.turnaround.first_poll(batch.provider, age_s))
         await bstore.record_poll(
             db, batch.id, next_poll_ms=now_ms + int(interval * 1000), poll_failures=0,
             completed=info.completed, failed=info.failed, lease=lease,

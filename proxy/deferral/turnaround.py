@@ -29,7 +29,11 @@ earliest deadline, and holding it costs nothing but that slack. Holding it until
 the median turnaround was left missed half the time under the "slow" scenario, so the
 flusher allows for the ``longest`` recent turnaround instead.
 
-``batch.learn_turnaround = false`` turns both off.
+The poller uses the fastest: a batch younger than 0.8x the fastest recent turnaround is
+not polled (each poll is a provider API call; a Gemini batch that takes its nominal
+15 minutes was asked about thirty times).
+
+``batch.learn_turnaround = false`` turns all three off.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from collections.abc import Iterable, Mapping, Sequence
 WINDOW = 86_400.0
 KEEP = 50
 QUANTILE = 0.5
+FASTEST_SHARE = 0.8
 
 
 class TurnaroundWatch:
@@ -50,6 +55,9 @@ class TurnaroundWatch:
         # provider -> the longest recent turnaround (or age of a running batch): how
         # long the flusher must allow for a batch that has to be back in time.
         self.longest: dict[str, float] = {}
+        # provider -> the shortest recent turnaround of a finished batch: the poller
+        # need not ask about a younger batch (see ``first_poll``).
+        self.fastest: dict[str, float] = {}
 
     def finished(self, provider: str, at: float, seconds: float) -> None:
         """A batch of ``provider`` ended at ``at`` after ``seconds``."""
@@ -60,6 +68,7 @@ class TurnaroundWatch:
         """Recompute every provider's estimate; ``running``: ages (s) of live batches."""
         expected: dict[str, float] = {}
         longest: dict[str, float] = {}
+        fastest: dict[str, float] = {}
         for provider in sorted({*self._finished, *running}):
             recent = self._finished.get(provider, collections.deque())
             while recent and recent[0][0] < now - WINDOW:
@@ -69,10 +78,22 @@ class TurnaroundWatch:
             if found is not None:
                 expected[provider] = found
                 longest[provider] = max([*done, *ages])
+            if done:
+                fastest[provider] = min(done)
         self.expected.clear()
         self.expected.update(expected)
         self.longest.clear()
         self.longest.update(longest)
+        self.fastest.clear()
+        self.fastest.update(fastest)
+
+    def first_poll(self, provider: str, age: float) -> float:
+        """Seconds before a batch of ``provider`` aged ``age`` is worth polling: none
+        of its recent batches ended before ``FASTEST_SHARE`` of the fastest one's time.
+        A batch picked up later than that is still back before any deadline the
+        planner batched for (each covers the median turnaround, never shorter)."""
+        fastest = self.fastest.get(provider)
+        return 0.0 if fastest is None else max(FASTEST_SHARE * fastest - age, 0.0)
 
 
 def median_turnaround(done: Sequence[float], running: Sequence[float]) -> float | None:

@@ -10,6 +10,7 @@ import pytest
 
 from adapters.emulators.openai.batch.lines import LineFault
 from proxy.lanes.planner import plan
+from proxy.store import batches as bstore
 from tests.deferral.harness import RUN, Stack, stack
 
 HOUR = 3600
@@ -425,3 +426,20 @@ async def test_learn_turnaround_off_leaves_the_planner_alone(
         assert s.services.turnaround == {}
         await s.enqueue("urgent", tolerance=5 * HOUR + 600)
         assert (await s.scheduler.flush_once()).batches == ()  # waits for max_wait
+
+
+async def test_a_learnt_turnaround_spares_polls_of_young_batches(s: Stack) -> None:
+    """After a batch took 2 h, the next one is not asked about until 0.8 x 2 h."""
+    await s.enqueue("first")
+    await s.scheduler.flush_once(force=True)
+    s.clock.advance(2 * HOUR)
+    await s.scheduler.poll_once()
+    await s.enqueue("second")
+    summary = await s.scheduler.flush_once(force=True)
+    s.clock.advance(60)
+    assert await s.scheduler.poll_once() == 1  # the first poll, as usual
+    batch = await bstore.get_batch(s.db, summary.batches[0])
+    assert batch is not None
+    assert batch.next_poll_ms is not None
+    submitted = batch.submitted_ms or batch.created_ms
+    assert batch.next_poll_ms - submitted == pytest.approx(0.8 * 2 * HOUR * 1000, abs=1000)

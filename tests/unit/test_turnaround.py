@@ -47,3 +47,15 @@ def test_the_watch_keeps_a_day_of_batches_per_provider() -> None:
     assert watch.longest == {"openai": HOUR, "gemini": 3 * HOUR}
     watch.refresh(WINDOW + 300, {})  # (they were cancelled: no longer running)
     assert watch.expected["gemini"] == pytest.approx(0.25 * HOUR)
+
+
+def test_no_poll_before_the_fastest_recent_batch_could_have_ended() -> None:
+    watch = TurnaroundWatch()
+    assert watch.first_poll("gemini", age=0.0) == 0.0  # nothing learnt: poll as usual
+    for seconds in (900.0, 1200.0, 1000.0):
+        watch.finished("gemini", at=5000.0, seconds=seconds)
+    watch.refresh(5000.0, {})
+    assert watch.fastest == {"gemini": 900.0}
+    assert watch.first_poll("gemini", age=30.0) == pytest.approx(0.8 * 900 - 30)
+    assert watch.first_poll("gemini", age=800.0) == 0.0
+    assert watch.first_poll("openai", age=30.0) == 0.0
