@@ -38,6 +38,7 @@ not polled (each poll is a provider API call; a Gemini batch that takes its nomi
 
 from __future__ import annotations
 
+import bisect
 import collections
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -100,10 +101,12 @@ def median_turnaround(done: Sequence[float], running: Sequence[float]) -> float 
     """The Kaplan-Meier median of turnarounds ``done`` with ``running`` ages censored."""
     if not done and not running:
         return None
+    ended, alive = sorted(done), sorted(running)
     survival = 1.0
-    for t in sorted(set(done)):
-        at_risk = sum(1 for d in done if d >= t) + sum(1 for c in running if c >= t)
-        survival *= 1 - sum(1 for d in done if d == t) / at_risk
+    for t in sorted(set(ended)):
+        first = bisect.bisect_left(ended, t)
+        at_risk = len(ended) - first + len(alive) - bisect.bisect_left(alive, t)
+        survival *= 1 - (bisect.bisect_right(ended, t) - first) / at_risk
         if survival <= QUANTILE:
             return t
-    return max([*done, *running])
+    return max([*ended, *alive])
