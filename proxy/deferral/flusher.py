@@ -76,9 +76,13 @@ class Flusher:
         inflight: set[str],
         alert: Callable[[str], None],
         replica: str = "local",
+        first_poll: Callable[[str], float] = lambda _provider: 0.0,
     ) -> None:
         self.services = services
         self.replica = replica
+        # Seconds before a new batch of a provider is worth its first poll (the
+        # scheduler's learnt turnaround; 0: poll_interval alone decides).
+        self._first_poll = first_poll
         # Local batch ids being uploaded or created right now: reconciliation skips them.
         self._inflight = inflight
         self._alert = alert
@@ -328,7 +332,11 @@ class Flusher:
             provider_batch_id=info.id,
             input_file_id=info.input_file_id,
             now_ms=now_ms,
-            next_poll_ms=now_ms + self.services.settings.batch.poll_interval * 1000,
+            next_poll_ms=now_ms
+            + int(
+                max(self.services.settings.batch.poll_interval, self._first_poll(batch.provider))
+                * 1000
+            ),
             lease=lease,
         )
         if not recorded:

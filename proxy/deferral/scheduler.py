@@ -74,9 +74,14 @@ class Scheduler:
         self._webhook_client = webhook_client
         self._own_client = webhook_client is None
         self._inflight: set[str] = set()
+        # Recent batch turnarounds: the planner reads ``services.turnaround`` (the
+        # watch's ``expected``) when the operator leaves ``batch.learn_turnaround`` on.
+        self.turnaround = TurnaroundWatch()
+        learn = settings.batch.learn_turnaround
         self.flusher = Flusher(
-            services, inflight=self._inflight, alert=self._alert, replica=self.replica
-        )
+            services, inflight=self._inflight, alert=self._alert, replica=self.replica,
+            first_poll=lambda p: self.turnaround.first_poll(p, 0.0) if learn else 0.0,
+        )  # fmt: skip
         self._sending: dict[str, asyncio.Task[None]] = {}
         self._send_limit = asyncio.Semaphore(16)
         self._tasks: list[asyncio.Task[None]] = []
@@ -84,10 +89,7 @@ class Scheduler:
         self._refused: dict[str, int] = {}
         # Recent monitoring warnings, newest last (also logged).
         self.alerts: collections.deque[str] = collections.deque(maxlen=200)
-        # Recent batch turnarounds: the planner reads ``services.turnaround`` (the
-        # watch's ``expected``) when the operator leaves ``batch.learn_turnaround`` on.
-        self.turnaround = TurnaroundWatch()
-        if settings.batch.learn_turnaround:
+        if learn:
             services.turnaround = self.turnaround.expected
             services.turnaround_longest = self.turnaround.longest
         # Batches seen running at their last poll: local id -> (provider, submitted Unix s).
