@@ -3,8 +3,9 @@
 Queued tickets are grouped by (provider, upstream model, endpoint), since a provider batch
 file holds one model. A group is due when it holds ``batch.flush_lines`` tickets, when its
 oldest ticket has waited ``batch.max_wait``, when a deadline leaves no more room than
-``batch.min_tolerance`` (or the provider's longest recent batch turnaround plus
-``batch.deadline_margin``, when longer), or when a flush is forced. A due group is held
+``batch.min_tolerance`` (once the provider's batches are known, what one needs instead:
+its longest recent turnaround, the poll interval and ``batch.deadline_margin``), or when
+a flush is forced. A due group is held
 while its model
 (or, with ``batch_limit_scope = "provider"``, its provider) has ``max_active_batches`` live
 batches (unless a deadline needs it: then a further batch beats the deadline guard's full
@@ -210,16 +211,21 @@ class Flusher:
 
     def _room_ms(self, provider: str) -> int:
         """How close a deadline may come before its group must go, whatever holds it:
-        ``batch.min_tolerance``, or the provider's longest recent batch turnaround plus
-        the guard's margin when that is longer (``proxy.deferral.turnaround``). On a
-        slow day a group held behind a live batch until only ``min_tolerance`` was left
-        went out in a batch that could not be back in time: the guard then paid for its
-        tickets in real time and the provider billed the batch as well."""
+        ``batch.min_tolerance`` while nothing is known, then what a batch of the
+        provider needs (``proxy.deferral.turnaround``). On a slow day a group held
+        behind a live batch until only ``min_tolerance`` was left went out in a batch
+        that could not be back in time: the guard then paid for its tickets in real
+        time and the provider billed the batch as well."""
         batch = self.services.settings.batch
         need = float(batch.min_tolerance)
         learnt = self.services.turnaround_longest.get(provider)
         if learnt is not None:
-            need = max(need, learnt + batch.deadline_margin)
+            # Known, what a batch needs replaces min_tolerance's guess: the longest
+            # recent turnaround, the poller's interval at that age, and the guard's
+            # margin. (With the guess, a ticket of exactly min_tolerance went out alone
+            # at the next tick: thousands of one-ticket Gemini batches a day.)
+            polling = min(learnt / 10, batch.poll_interval * 10)
+            need = learnt + max(polling, batch.poll_interval) + batch.deadline_margin
         return int((need + batch.flush_interval) * 1000)
 
     async def next_due_ms(self, now_ms: int) -> int | None:

@@ -23,11 +23,12 @@ old ones, push it up). Until half the batches seen have ended, the estimate is t
 oldest one seen (a lower bound). With no batch at all there is no estimate (right after
 start-up), and ``min_tolerance`` alone decides.
 
-The flusher uses the other end: a queued group held behind a live batch (the
-``max_active_batches`` pacing) must go while a batch can still be back before its
-earliest deadline, and holding it costs nothing but that slack. Holding it until only
-the median turnaround was left missed half the time under the "slow" scenario, so the
-flusher allows for the ``longest`` recent turnaround instead.
+The flusher uses the other end: a queued group (waiting for ``max_wait``, or held
+behind a live batch by the ``max_active_batches`` pacing) must go while a batch can
+still be back before its earliest deadline. Holding it until only the median turnaround
+was left missed half the time under the "slow" scenario, so the flusher allows for the
+``longest`` recent turnaround (known once a batch of the provider has ended) instead of
+``min_tolerance``'s guess, on slow days and fast ones alike.
 
 The poller uses the fastest: a batch younger than 0.8x the fastest recent turnaround is
 not polled (each poll is a provider API call; a Gemini batch that takes its nominal
@@ -78,8 +79,8 @@ class TurnaroundWatch:
             found = median_turnaround(done, ages)
             if found is not None:
                 expected[provider] = found
+            if done:  # (running ages alone are lower bounds, not what batches take)
                 longest[provider] = max([*done, *ages])
-            if done:
                 fastest[provider] = min(done)
         self.expected.clear()
         self.expected.update(expected)

@@ -445,3 +445,22 @@ async def test_a_learnt_turnaround_spares_polls_of_young_batches(s: Stack) -> No
     assert await s.scheduler.poll_once() == 0  # poll_interval alone would have asked
     s.clock.advance(0.8 * 2 * HOUR)
     assert await s.scheduler.poll_once() == 1
+
+
+async def test_a_fast_learnt_turnaround_lets_min_tolerance_tickets_share_a_batch(
+    s: Stack,
+) -> None:
+    """Unknown, a batch is assumed to need batch.min_tolerance, so a ticket of exactly
+    that tolerance goes out alone at once; once batches are known to take ~2 minutes
+    it waits for max_wait (its deadline still far) and shares a batch."""
+    await s.enqueue("alone", tolerance=HOUR)
+    assert (await s.scheduler.flush_once()).tickets == 1  # nothing learnt: urgent
+    s.clock.advance(RUN)
+    await s.scheduler.poll_once()
+    assert s.services.turnaround_longest["openai"] < 600
+    await s.enqueue("first", tolerance=HOUR)
+    s.clock.advance(60)
+    await s.enqueue("second", tolerance=HOUR)
+    assert (await s.scheduler.flush_once()).batches == ()
+    s.clock.advance(600)  # batch.max_wait
+    assert (await s.scheduler.flush_once()).tickets == 2
