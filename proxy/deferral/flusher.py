@@ -102,11 +102,6 @@ class Flusher:
 
     async def flush(self, *, force: bool = False) -> FlushSummary:
         store = self.services.settings.store
-        if not force and not await self._anything_due():
-            # Most ticks find nothing due: read only, and take no lease (two writes on
-            # the store every flush_interval, in every replica) for nothing.
-            await self._watch_queue(self._now_ms())
-            return FlushSummary()
         async with (
             self._lock,
             hold(
@@ -189,11 +184,6 @@ class Flusher:
             # Everything the forced flush found has gone: later tickets wait as usual.
             self._forced_ms = None
         return FlushSummary(tuple(created), count, tuple(held), tuple(failed))
-
-    async def _anything_due(self) -> bool:
-        now_ms = self._now_ms()
-        groups = await bstore.queued_groups(self.services.db)
-        return any(self._due(group, now_ms, False) is not None for group in groups)
 
     def _due(self, group: bstore.Group, now_ms: int, force: bool) -> str | None:
         batch = self.services.settings.batch
