@@ -75,7 +75,7 @@ def add_parser(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="KEY=DURATION",
-        help="what if KEY's requests could wait DURATION (none: real time); repeatable",
+        help="what if KEY's requests could wait DURATION (0: real time); repeatable",
     )
     p.add_argument(
         "--start",
@@ -114,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--tolerance {item!r}: use KEY=DURATION, e.g. reports=4h")
-        requests = workload.with_tolerance(requests, key, _duration(value, "--tolerance") or None)
+        # 0 is sent as "X-Latency-Tolerance: 0s" (wanted now): the key's default_tolerance,
+        # which applies to requests without the header, does not.
+        requests = workload.with_tolerance(requests, key, _duration(value, "--tolerance"))
     seed = world.seed if args.seed is None else args.seed
     requests = workload.scale(requests, args.scale, seed=seed)
     unknown = sorted({r.model for r in requests} - set(settings.models))
