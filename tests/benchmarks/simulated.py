@@ -165,7 +165,8 @@ def section(results: list[Result], argv: list[str]) -> str:
             f"SQLite {machine['sqlite']}, load average at start "
             f"{machine['load_average_at_start']}; {passed} PASS, "
             f"{len(results) - passed} MISS. Wall time is the whole command, start-up "
-            "included; same seed, same figures (only the times move).",
+            "included; same seed, same figures (only the times move, and under the slow "
+            "scenario a few cents of Gemini cache storage).",
             "",
             table(results),
             "",
