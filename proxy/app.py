@@ -45,8 +45,9 @@ from proxy.ops.log_context import LogContext
 from proxy.ops.metrics import Metrics
 from proxy.ops.routelog import RouteLog
 from proxy.settings import Settings, resolve_client_keys, resolve_provider_key
-from proxy.store.db import Database
+from proxy.store.db import Database, is_postgres_url
 from proxy.store.gemini_caches import StoreCacheRegistry
+from proxy.store.sqlite import SqliteDatabase
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +62,16 @@ def create_app(
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
     tune_gc: bool = False,
     loops: bool = True,
+    inline_store: bool = False,
 ) -> Starlette:
     """``transports`` replaces a provider's aiohttp pool (by provider name) in tests.
     ``tune_gc`` (``costroute serve``): the collector settings of ``proxy.api.gc_tuning``,
     applied once start-up is done; process-wide, so not for apps made inside tests.
     ``loops=False``: the scheduler's and the providers' background steps are built but not
     run on timers; whoever made the app steps them (``costroute simulate``, on a virtual
-    clock, through ``Scheduler.steps()`` and ``Upkeep.run_once()``)."""
+    clock, through ``Scheduler.steps()`` and ``Upkeep.run_once()``).
+    ``inline_store``: a SQLite store runs its statements on the loop's thread
+    (``proxy.store.sqlite``); for a simulation, never for ``serve``."""
     authenticator = Authenticator(resolve_client_keys(settings, environ))
     provider_keys = {
         name: resolve_provider_key(name, provider, environ)
@@ -76,7 +80,12 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        db = await Database.open(settings.store.target(environ), pool_size=settings.store.pool_size)
+        target = settings.store.target(environ)
+        db: Database
+        if inline_store and not is_postgres_url(str(target)):
+            db = await SqliteDatabase.open(target, inline=True)
+        else:
+            db = await Database.open(target, pool_size=settings.store.pool_size)
         routelog = RouteLog(db)
         services = Services(
             settings=settings, db=db, clock=clock or SystemClock(), routelog=routelog

@@ -48,3 +48,8 @@ class Services:
     # How the retry policy waits between attempts (``costroute simulate`` waits on its
     # virtual clock instead of the wall clock).
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    # Provider name -> its recent batch turnaround in seconds, for the planner; kept by
+    # the scheduler (``proxy.deferral.turnaround``), empty until batches have run.
+    turnaround: dict[str, float] = field(default_factory=dict)
+    # Provider name -> the longest recent batch turnaround, for the flusher (same source).
+    turnaround_longest: dict[str, float] = field(default_factory=dict)

@@ -228,6 +228,9 @@ class BatchSettings(_Strict):
     max_attempts: int = Field(3, ge=1)
     # A ticket whose deadline is this close and still has no result goes real time.
     deadline_margin: Duration = 900
+    # Batch only when the tolerance also covers the provider's recent batch turnaround
+    # (its median, learnt from the batches it ran: ``proxy.deferral.turnaround``).
+    learn_turnaround: bool = True
     # Monitoring thresholds.
     stuck_after: Duration = 6 * 3600
     alert_failure_rate: float = Field(0.2, ge=0, le=1)

@@ -124,6 +124,11 @@ def sized_text(seed_text: str, tokens: int) -> str:
 def embedding(text: str, dimensions: int = 16) -> list[float]:
     """A unit-length deterministic vector."""
     digest = hashlib.sha256(text.encode("utf-8")).digest()
-    raw = [(digest[i % len(digest)] - 127.5) / 127.5 for i in range(dimensions)]
+    # The vector repeats the digest's 32 values: work them out once, then tile (1,536
+    # dimensions per input, and a simulated day embeds thousands of inputs).
+    period = [(b - 127.5) / 127.5 for b in digest]
+    repeats = dimensions // len(period) + 1
+    raw = (period * repeats)[:dimensions]
     norm = sum(v * v for v in raw) ** 0.5 or 1.0
-    return [round(v / norm, 6) for v in raw]
+    rounded = [round(v / norm, 6) for v in period]
+    return (rounded * repeats)[:dimensions]

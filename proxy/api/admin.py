@@ -28,7 +28,8 @@ from starlette.routing import BaseRoute, Route
 
 from proxy.auth import require_admin
 from proxy.context import Caller, Services
-from proxy.costs.reports import GROUPINGS, build_report
+from proxy.costs.pricing import Pricer
+from proxy.costs.reports import GROUPINGS, build_report, with_best
 from proxy.deferral.userbatch import batch_object as batch_view
 from proxy.errors import BadRequest
 from proxy.ops import admin_query as q
@@ -186,6 +187,9 @@ async def report(request: Request) -> Response:
     if by not in GROUPINGS:
         raise BadRequest(f"'by' must be one of {', '.join(GROUPINGS)}.", param="by")
     built = await build_report(services.db, since_ms=since, by=by, now_ms=now)
+    pricer = services.extras.get("pricer")
+    if isinstance(pricer, Pricer):
+        built = await with_best(services.db, built, services.settings, pricer)
     gauges = await queue_gauges(services.db)
     alerts = await q.current_alerts(services, now)
     body = {

@@ -116,6 +116,7 @@ def plan_request(
         tolerance=tolerance,
         settings=services.settings,
         now=services.clock.now(),
+        turnaround=services.turnaround,
     )
     ctx.provider = decision.provider
     ctx.lane = decision.lane.value

@@ -46,6 +46,7 @@ prefix cache would have applied anyway. ``saved = baseline - actual`` and may be
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -68,7 +69,7 @@ from proxy.costs.windows import (
     next_cheaper_window_start,
     window_multiplier,
 )
-from proxy.settings import ModelPrice, PriceWindow, Settings
+from proxy.settings import ModelPrice, PriceWindow, ProviderSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,25 @@ class _Schedule:
 
     def at(self, when: float) -> Rates | None:
         return self.rates[bisect.bisect_right(self.starts, when) - 1]
+
+
+def windows_in_force(provider: ProviderSettings, at: float) -> tuple[PriceWindow, ...]:
+    """The price windows ``provider`` is charged by at ``at``, as ``Pricer.windows`` has
+    them: its config's ``price_windows`` if it has any, else the shipped ones for its type
+    (DeepSeek's peak hours). The planner reads them here so that it holds a request for
+    the window the request is then priced by, without a ``Pricer`` at hand."""
+    if provider.price_windows:
+        return tuple(provider.price_windows)
+    dated = _shipped_windows().get(provider.type, NO_DATED_WINDOWS)
+    return dated.windows[dated.index(at)]
+
+
+@functools.cache
+def _shipped_windows() -> dict[str, DatedWindows]:
+    return {
+        ptype: DatedWindows.of([(w.from_.timestamp(), tuple(w.windows)) for w in facts.windows])
+        for ptype, facts in load_shipped_table().providers.items()
+    }
 
 
 def _ts(value: AwareDatetime | None, default: float) -> float:

@@ -3,6 +3,11 @@
 ``build_report`` is shared with the admin API; what counts as one request, as failed or
 as unpriced is defined in ``proxy.store.reports``. Costs of unpriced requests are unknown,
 so a group's cost sums the known ones and the group is flagged.
+
+``with_best`` adds savings realised against the theoretical best for the period
+(``proxy.costs.realised.from_log``: the requests that *ended* in it, each at the cheapest
+lane its tolerance allowed, with each provider's median batch turnaround of the period
+as the nominal one): the same figures ``costroute simulate`` reports.
 """
 
 from __future__ import annotations
@@ -10,18 +15,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import dataclasses
 import io
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from proxy.costs.pricing import Pricer
+from proxy.costs.realised import Realised, from_log
 from proxy.durations import DurationError, parse_duration
-from proxy.settings import ConfigError, load_settings
+from proxy.settings import ConfigError, Settings, load_settings
 from proxy.store.db import Database
 from proxy.store.reports import GROUP_EXPRESSIONS, report_groups
 
@@ -70,9 +78,13 @@ class Report:
     until_ms: int
     rows: tuple[ReportRow, ...]
     total: ReportRow
+    # Savings realised against the theoretical best (``with_best``), and the nominal
+    # batch turnaround (s) per provider it assumed.
+    best: Realised | None = None
+    best_turnaround: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "by": self.by,
             "since": _iso(self.since_ms, "%Y-%m-%dT%H:%M:%SZ"),
             "until": _iso(self.until_ms, "%Y-%m-%dT%H:%M:%SZ"),
@@ -81,6 +93,14 @@ class Report:
             "rows": [row.as_dict() for row in self.rows],
             "total": self.total.as_dict(),
         }
+        if self.best is not None:
+            out["best"] = {
+                **self.best.to_json(),
+                "nominal_turnaround_s": {
+                    p: round(s, 1) for p, s in sorted(self.best_turnaround.items())
+                },
+            }
+        return out
 
 
 async def build_report(db: Database, *, since_ms: int, by: str, now_ms: int) -> Report:
@@ -91,6 +111,29 @@ async def build_report(db: Database, *, since_ms: int, by: str, now_ms: int) -> 
     raw = await report_groups(db, since_ms=since_ms, until_ms=now_ms, by=by)
     rows = tuple(_row(item) for item in raw)
     return Report(by, since_ms, now_ms, rows, _sum(rows))
+
+
+async def with_best(db: Database, report: Report, settings: Settings, pricer: Pricer) -> Report:
+    """``report`` with savings realised against the theoretical best for its period."""
+    found, nominal = await from_log(
+        db, settings, pricer, since_ms=report.since_ms, until_ms=report.until_ms + 1
+    )
+    return replace(report, best=found, best_turnaround=dict(nominal.turnaround))
+
+
+def best_line(best: Realised) -> str:
+    """One sentence for people: the share of the best possible saving taken."""
+    share = best.realised
+    if share is None:
+        return (
+            f"Savings realised: nothing could have been saved on the {best.requests:,} "
+            "finished requests (none could wait for a cheaper lane)."
+        )
+    return (
+        f"Savings realised: {100 * share:.1f} % of the best possible saving "
+        f"(saved {_money(best.saved_usd)} of {_money(best.possible_usd)} possible; "
+        f"theoretical best {_money(best.best_usd)} for the {best.requests:,} finished requests)."
+    )
 
 
 def _row(item: dict[str, Any]) -> ReportRow:
@@ -180,6 +223,8 @@ def render_table(report: Report) -> str:
         )
     if report.total.pending:
         notes.append(f"{report.total.pending:,} deferred requests are still pending.")
+    if report.best is not None:
+        notes.append(best_line(report.best))
     return "\n".join([*lines, "", *notes] if notes else lines)
 
 
@@ -221,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"store.path: no database at {settings.store.path}")
     now_ms = int(time.time() * 1000)
     since_ms = now_ms - since * 1000 if since else 0
-    report = asyncio.run(_read(target, since_ms=since_ms, by=args.by, now_ms=now_ms))
+    report = asyncio.run(_read(target, settings, since_ms=since_ms, by=args.by, now_ms=now_ms))
     if args.json:
         sys.stdout.write(render_json(report) + "\n")
     elif args.csv:
@@ -231,9 +276,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _read(path: str, *, since_ms: int, by: str, now_ms: int) -> Report:
+async def _read(path: str, settings: Settings, *, since_ms: int, by: str, now_ms: int) -> Report:
     db = await Database.open(path)
     try:
-        return await build_report(db, since_ms=since_ms, by=by, now_ms=now_ms)
+        report = await build_report(db, since_ms=since_ms, by=by, now_ms=now_ms)
+        return await with_best(db, report, settings, Pricer.from_settings(settings))
     finally:
         await db.close()

@@ -3,7 +3,10 @@
 Queued tickets are grouped by (provider, upstream model, endpoint), since a provider batch
 file holds one model. A group is due when it holds ``batch.flush_lines`` tickets, when its
 oldest ticket has waited ``batch.max_wait``, when a deadline leaves no more room than
-``batch.min_tolerance``, or when a flush is forced. A due group is held while its model
+``batch.min_tolerance`` (once the provider's batches are known, what one needs instead:
+its longest recent turnaround, the poll interval and ``batch.deadline_margin``), or when
+a flush is forced. A due group is held
+while its model
 (or, with ``batch_limit_scope = "provider"``, its provider) has ``max_active_batches`` live
 batches (unless a deadline needs it: then a further batch beats the deadline guard's full
 price), while the model's ``enqueued_token_budget`` is used up, or for a while after the
@@ -74,9 +77,13 @@ class Flusher:
         inflight: set[str],
         alert: Callable[[str], None],
         replica: str = "local",
+        first_poll: Callable[[str], float] = lambda _provider: 0.0,
     ) -> None:
         self.services = services
         self.replica = replica
+        # Seconds before a new batch of a provider is worth its first poll (the
+        # scheduler's learnt turnaround; 0: poll_interval alone decides).
+        self._first_poll = first_poll
         # Local batch ids being uploaded or created right now: reconciliation skips them.
         self._inflight = inflight
         self._alert = alert
@@ -188,10 +195,28 @@ class Flusher:
             return f"{group.count} tickets >= batch.flush_lines"
         if now_ms - group.oldest_ms >= batch.max_wait * 1000:
             return f"oldest ticket waited batch.max_wait {format_duration(batch.max_wait)}"
-        room = (batch.min_tolerance + batch.flush_interval) * 1000
-        if group.earliest_deadline_ms - now_ms <= room:
+        if group.earliest_deadline_ms - now_ms <= self._room_ms(group.provider):
             return URGENT
         return None
+
+    def _room_ms(self, provider: str) -> int:
+        """How close a deadline may come before its group must go, whatever holds it:
+        ``batch.min_tolerance`` while nothing is known, then what a batch of the
+        provider needs (``proxy.deferral.turnaround``). On a slow day a group held
+        behind a live batch until only ``min_tolerance`` was left went out in a batch
+        that could not be back in time: the guard then paid for its tickets in real
+        time and the provider billed the batch as well."""
+        batch = self.services.settings.batch
+        need = float(batch.min_tolerance)
+        learnt = self.services.turnaround_longest.get(provider)
+        if learnt is not None:
+            # Known, what a batch needs replaces min_tolerance's guess: the longest
+            # recent turnaround, the poller's interval at that age, and the guard's
+            # margin. (With the guess, a ticket of exactly min_tolerance went out alone
+            # at the next tick: thousands of one-ticket Gemini batches a day.)
+            polling = min(learnt / 10, batch.poll_interval * 10)
+            need = learnt + max(polling, batch.poll_interval) + batch.deadline_margin
+        return int((need + batch.flush_interval) * 1000)
 
     async def next_due_ms(self, now_ms: int) -> int | None:
         """The earliest time (Unix ms) at which ``flush`` would submit something, if
@@ -205,7 +230,7 @@ class Flusher:
             if forced or group.count >= batch.flush_lines:
                 at = now_ms
             else:
-                room = (batch.min_tolerance + batch.flush_interval) * 1000
+                room = self._room_ms(group.provider)
                 at = min(group.oldest_ms + batch.max_wait * 1000, group.earliest_deadline_ms - room)
             cooldown = self.cooldown.get((group.provider, group.model), 0)
             if cooldown > max(at, now_ms):
@@ -303,7 +328,11 @@ class Flusher:
             provider_batch_id=info.id,
             input_file_id=info.input_file_id,
             now_ms=now_ms,
-            next_poll_ms=now_ms + self.services.settings.batch.poll_interval * 1000,
+            next_poll_ms=now_ms
+            + int(
+                max(self.services.settings.batch.poll_interval, self._first_poll(batch.provider))
+                * 1000
+            ),
             lease=lease,
         )
         if not recorded:

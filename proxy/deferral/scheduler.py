@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from adapters.base import BatchInfo, BatchLane
+from adapters.base import BatchInfo, BatchLane, BatchStatus
 from adapters.errors import AdapterError
 from proxy.context import Services
 from proxy.deferral import webhooks
@@ -37,6 +37,7 @@ from proxy.deferral.coordination import Renewer, new_replica_id
 from proxy.deferral.flusher import METADATA_KEY, Flusher, FlushSummary
 from proxy.deferral.ingest import ingest
 from proxy.deferral.queue import Deferral, send_direct
+from proxy.deferral.turnaround import TurnaroundWatch
 from proxy.durations import format_duration
 from proxy.settings import resolve_webhook_secret
 from proxy.store import batches as bstore
@@ -76,9 +77,14 @@ class Scheduler:
         self._webhook_client = webhook_client
         self._own_client = webhook_client is None
         self._inflight: set[str] = set()
+        # Recent batch turnarounds: the planner reads ``services.turnaround`` (the
+        # watch's ``expected``) when the operator leaves ``batch.learn_turnaround`` on.
+        self.turnaround = TurnaroundWatch()
+        learn = settings.batch.learn_turnaround
         self.flusher = Flusher(
-            services, inflight=self._inflight, alert=self._alert, replica=self.replica
-        )
+            services, inflight=self._inflight, alert=self._alert, replica=self.replica,
+            first_poll=lambda p: self.turnaround.first_poll(p, 0.0) if learn else 0.0,
+        )  # fmt: skip
         self._sending: dict[str, asyncio.Task[None]] = {}
         self._send_limit = asyncio.Semaphore(16)
         self._tasks: list[asyncio.Task[None]] = []
@@ -86,6 +92,11 @@ class Scheduler:
         self._refused: dict[str, int] = {}
         # Recent monitoring warnings, newest last (also logged).
         self.alerts: collections.deque[str] = collections.deque(maxlen=200)
+        if learn:
+            services.turnaround = self.turnaround.expected
+            services.turnaround_longest = self.turnaround.longest
+        # Batches seen running at their last poll: local id -> (provider, submitted Unix s).
+        self._running: dict[str, tuple[str, float]] = {}
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -175,6 +186,13 @@ class Scheduler:
 
     def _now_ms(self) -> int:
         return int(self.services.clock.now() * 1000)
+
+    def _refresh_turnaround(self) -> None:
+        now = self.services.clock.now()
+        ages: dict[str, list[float]] = {}
+        for provider, submitted in self._running.values():
+            ages.setdefault(provider, []).append(now - submitted)
+        self.turnaround.refresh(now, ages)
 
     def _alert(self, message: str) -> None:
         log.warning("%s", message)
@@ -269,6 +287,7 @@ class Scheduler:
                 db, owner=self.replica, now_ms=self._now_ms(), lease_ms=lease_ms
             )
             if not claimed:
+                self._refresh_turnaround()
                 return answered
             for batch in claimed:
                 if await self._poll_one(batch, bstore.Lease(self.replica, batch.epoch)):
@@ -296,9 +315,16 @@ class Scheduler:
             )  # fmt: skip
             log.warning("batch %s: poll failed (%s); next in %ss", batch.id, exc.message, delay)
             return False
+        submitted_s = (batch.submitted_ms or batch.created_ms) / 1000
         if info.status.final:
+            self._running.pop(batch.id, None)
+            if info.status in (BatchStatus.COMPLETED, BatchStatus.EXPIRED):
+                # An expired batch ran the whole window: slow, and worth knowing.
+                now_s = now_ms / 1000
+                self.turnaround.finished(batch.provider, now_s, now_s - submitted_s)
             await self._ingest(batch, info, lease)
             return True
+        self._running[batch.id] = (batch.provider, submitted_s)
         age_s = (now_ms - (batch.submitted_ms or batch.created_ms)) / 1000
         if age_s > batch_cfg.stuck_after:
             self._alert(
@@ -307,6 +333,8 @@ class Scheduler:
             )
         # Poll young batches often and old ones less: most finish well inside 24 h.
         interval = max(batch_cfg.poll_interval, min(age_s / 10, batch_cfg.poll_interval * 10))
+        if batch_cfg.learn_turnaround:  # and not before any recent batch ended
+            interval = max(interval, self.turnaround.first_poll(batch.provider, age_s))
         await bstore.record_poll(
             db, batch.id, next_poll_ms=now_ms + int(interval * 1000), poll_failures=0,
             completed=info.completed, failed=info.failed, lease=lease,

@@ -6,9 +6,14 @@ capabilities and the provider's price windows, and returns where the request goe
 Order of preference, cheapest first among the lanes whose completion fits the deadline:
 
 1. ``batch``: the provider has a batch lane, the model allows it, and the tolerance is at
-   least ``batch.min_tolerance`` (a batch may take hours; half price).
-2. ``offpeak``: the provider has time-of-day price windows and a cheaper one opens before
-   the deadline (less the guard's margin); the request is held and sent directly then.
+   least ``batch.min_tolerance`` (a batch may take hours; half price) and, when the
+   scheduler has learnt the provider's recent batch turnaround (``turnaround``), that
+   turnaround plus ``batch.deadline_margin``: a batch that cannot be back in time is
+   escalated by the deadline guard and paid twice (``proxy.deferral.turnaround``).
+2. ``offpeak``: the provider has time-of-day price windows (its config's, else the shipped
+   ones the pricer charges by: ``proxy.costs.pricing.windows_in_force``) and a cheaper one
+   opens before the deadline (less the guard's margin); the request is held and sent
+   directly then.
 3. ``flex``: OpenAI's flex tier for flex-capable chat models, when the tolerance is at
    least ``batch.flex_min_tolerance`` (synchronous, slower, half price).
 4. ``realtime`` otherwise, with the reason why nothing cheaper fitted.
@@ -17,10 +22,12 @@ Order of preference, cheapest first among the lanes whose completion fits the de
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
 from adapters.registry import capabilities
+from proxy.costs.pricing import windows_in_force
 from proxy.costs.windows import next_cheaper_window_start, window_multiplier
 from proxy.durations import format_duration
 from proxy.settings import Settings
@@ -61,9 +68,11 @@ def plan(
     tolerance: int | None,
     settings: Settings,
     now: float,
+    turnaround: Mapping[str, float] | None = None,
 ) -> Decision:
     """Choose the lane for one request. ``model`` must be configured; ``tolerance`` is in
-    seconds (``None`` or 0: the caller wants the answer now)."""
+    seconds (``None`` or 0: the caller wants the answer now). ``turnaround``: provider
+    name -> its recent batch turnaround in seconds, where known."""
     config = settings.models[model]
     provider = settings.providers[config.provider]
     upstream = config.upstream_model or model
@@ -74,6 +83,7 @@ def plan(
     deadline = now + tolerance
     tol = format_duration(tolerance)
     why_not: list[str] = []
+    learnt = turnaround.get(name) if turnaround else None
 
     lanes = capabilities(provider.type)
     if not lanes.batch:
@@ -85,6 +95,11 @@ def plan(
     elif tolerance < batch.min_tolerance:
         minimum = format_duration(batch.min_tolerance)
         why_not.append(f"tolerance {tol} < batch.min_tolerance {minimum}")
+    elif learnt is not None and tolerance < learnt + batch.deadline_margin:
+        why_not.append(
+            f"tolerance {tol} < {name}'s recent batch turnaround {format_duration(learnt)} "
+            f"+ batch.deadline_margin {format_duration(batch.deadline_margin)}"
+        )
     else:
         return Decision(
             Lane.BATCH,
@@ -95,12 +110,15 @@ def plan(
             deadline=deadline,
         )
 
-    if provider.price_windows:
+    # Shipped windows count as much as configured ones: a DeepSeek request with no
+    # ``price_windows`` in the config is still charged twice over in peak hours.
+    windows = windows_in_force(provider, now)
+    if windows:
         latest = deadline - batch.deadline_margin
-        start = next_cheaper_window_start(provider.price_windows, now, latest)
+        start = next_cheaper_window_start(windows, now, latest)
         if start is not None:
-            current = window_multiplier(provider.price_windows, now)
-            cheaper = window_multiplier(provider.price_windows, start)
+            current = window_multiplier(windows, now)
+            cheaper = window_multiplier(windows, start)
             when = dt.datetime.fromtimestamp(start, dt.UTC).strftime("%a %H:%M UTC")
             return Decision(
                 Lane.OFFPEAK,

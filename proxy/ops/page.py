@@ -1,6 +1,7 @@
 """``GET /admin``: the ops page, server-rendered HTML with no script at all.
 
-Alerts, savings by day (an inline SVG bar chart of the last 14 days), the queue and the
+Alerts, savings by day (an inline SVG bar chart of the last 14 days) with savings
+realised against the theoretical best over the last 24 hours, the queue and the
 newest batches, and the routing log with filters (a plain GET form: ``since``, ``lane``,
 ``model``, ``key``, ``provider``, ``status``, as in ``GET /admin/routes``) and cursor
 links. Every value from the database is HTML-escaped; keys appear by name only.
@@ -20,7 +21,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from proxy.context import Services
-from proxy.costs.reports import build_report
+from proxy.costs.pricing import Pricer
+from proxy.costs.realised import from_log
+from proxy.costs.reports import best_line, build_report
 from proxy.lanes.planner import Lane
 from proxy.ops import admin_query as q
 from proxy.ops.alerts import Alert, human_duration
@@ -162,7 +165,23 @@ async def _savings(services: Services, now: int) -> str:
         '<p class="muted">Green: saved against the list price in real time; red: overspent '
         "(a cache whose storage did not pay off). Hover a bar for the day's figures.</p>"
     )
-    return summary + savings_chart(days) + legend
+    return summary + await _best(services, now) + savings_chart(days) + legend
+
+
+async def _best(services: Services, now: int) -> str:
+    """Savings realised against the best possible, over the last day only: the best is
+    worked out per request from the routing log, on every page load."""
+    pricer = services.extras.get("pricer")
+    if not isinstance(pricer, Pricer):
+        return ""
+    found, _ = await from_log(
+        services.db, services.settings, pricer, since_ms=now - _DAY_MS, until_ms=now + 1
+    )
+    return (
+        f'<p id="savings-best">Last 24 hours. {escape(best_line(found))} '
+        '<span class="muted">Any period: <code>costroute report --since 30d</code> or '
+        "<code>GET /admin/report</code>.</span></p>"
+    )
 
 
 async def _queue(services: Services, now: int) -> str:

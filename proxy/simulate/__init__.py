@@ -9,5 +9,7 @@ real-time lane. It sits above ``proxy.app`` (it builds the app) and below ``prox
 - ``workload``: the JSONL workload format; ``replay``: a workload from a routing log
 - ``scenario``: how each provider behaves (turnaround, failures, flex capacity, ...)
 - ``world``: the emulators a scenario describes; ``vclock``: virtual time and sleeps
-- ``engine``: drives arrivals and scheduler steps; ``report``, ``chart``: the results
+- ``engine``: drives arrivals and scheduler steps; ``asgi``: hands each arrival to the
+  app's ASGI interface; ``report``, ``chart``: the results
+- ``reference``: the shipped workloads (``proxy/data/simulate/``)
 """

@@ -7,16 +7,17 @@ upkeep), except that nothing runs on a wall-clock timer. The engine owns time in
 1. It moves the ``VirtualClock`` to the next moment something happens: an arrival (at a
    quantum of ``quantum`` seconds: requests arriving in the same quantum are sent
    together), a due scheduler step, or a retry backoff ending.
-2. It sends that moment's arrivals through the app's ASGI interface (``httpx`` in-process,
-   every header and body as a client would send them) and waits until every task is
-   done or asleep on the virtual clock.
+2. It sends that moment's arrivals through the app's ASGI interface (in-process,
+   ``proxy.simulate.asgi``: every header and body as a client would send them) and
+   waits until every task is done or asleep on the virtual clock.
 3. It runs the steps that are due, in ``Scheduler.steps()`` order and at its intervals
    (flush, poll and ingest, deadline guard, webhooks), plus the providers' upkeep every
    ``MAINTENANCE_INTERVAL``, exactly as the live loops would; the guard's direct sends run
    as tasks, as live.
 
-It stops once every request has ended (or at the horizon: the last arrival plus the
-longest tolerance plus a day). Nothing sleeps on the wall clock.
+It stops once every request has ended and every provider batch is closed (a batch whose
+tickets the deadline guard took over is still billed when it ends), or at the horizon:
+the last arrival plus the longest tolerance plus a day. Nothing sleeps on the wall clock.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 from starlette.applications import Starlette
 
@@ -42,6 +42,7 @@ from proxy.context import Services
 from proxy.deferral.scheduler import Scheduler
 from proxy.lanes.tolerance import HEADER as TOLERANCE_HEADER
 from proxy.settings import Settings
+from proxy.simulate import asgi
 from proxy.simulate.scenario import Scenario
 from proxy.simulate.vclock import VirtualClock
 from proxy.simulate.workload import EMBEDDINGS, Request
@@ -174,6 +175,7 @@ class Engine:
             environ=world.environ,
             transports=world.transports(),
             loops=False,
+            inline_store=True,
         )
         async with _lifespan(app):
             services: Services = app.state.services
@@ -182,11 +184,7 @@ class Engine:
             assert isinstance(scheduler, Scheduler)
             upkeep = services.extras["cache_maintenance"]
             assert isinstance(upkeep, Upkeep)
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://costroute.simulated", timeout=None
-            ) as client:
-                await self._drive(client, services, scheduler, upkeep)
+            await self._drive(app, services, scheduler, upkeep)
             await services.routelog.flush()
             db = services.db
             served = await outcomes.final_rows(db)
@@ -210,7 +208,7 @@ class Engine:
 
     async def _drive(
         self,
-        client: httpx.AsyncClient,
+        app: Starlette,
         services: Services,
         scheduler: Scheduler,
         upkeep: Upkeep,
@@ -243,7 +241,7 @@ class Engine:
             arrived = False
             while arrivals and self._arrival_time(arrivals[0][1]) <= now:
                 index, request = arrivals.popleft()
-                self._launch(client, index, request)
+                self._launch(app, index, request)
                 arrived = True
             await self._settle(scheduler)
             if arrived:
@@ -279,6 +277,9 @@ class Engine:
                 and not self._busy(scheduler)
                 and clock.next_wake() is None
                 and await outcomes.unfinished_tickets(services.db) == 0
+                # Late batches too: their lines are billed when they end, after the
+                # guard has already paid for the same requests in real time.
+                and await outcomes.live_batches(services.db) == 0
             ):
                 break
 
@@ -304,14 +305,14 @@ class Engine:
     def _arrival_time(self, request: Request) -> float:
         return self.start + math.ceil(request.at / self.quantum - 1e-9) * self.quantum
 
-    def _launch(self, client: httpx.AsyncClient, index: int, request: Request) -> None:
+    def _launch(self, app: Starlette, index: int, request: Request) -> None:
         sent = Sent(index, request, self.clock.now())
         self.sent.append(sent)
-        task = asyncio.create_task(self._send(client, sent))
+        task = asyncio.create_task(self._send(app, sent))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, client: httpx.AsyncClient, sent: Sent) -> None:
+    async def _send(self, app: Starlette, sent: Sent) -> None:
         request = sent.request
         headers = {
             "authorization": f"Bearer {self.world.client_keys[request.key]}",
@@ -321,19 +322,19 @@ class Engine:
             headers[TOLERANCE_HEADER] = f"{request.tolerance}s"
         body = orjson.dumps(body_of(sent.index, request, self._texts))
         try:
-            response = await client.post(request.endpoint, content=body, headers=headers)
+            response = await asgi.post(app, request.endpoint, headers, body)
         except Exception as exc:  # the proxy must answer everything; record if not
             sent.error = f"{type(exc).__name__}: {exc}"
             sent.answered_at = self.clock.now()
             return
         sent.answered_at = self.clock.now()
-        sent.status = response.status_code
+        sent.status = response.status
         sent.lane = response.headers.get("x-costroute-lane")
         sent.request_id = response.headers.get("x-request-id")
         sent.ticket_id = response.headers.get("x-costroute-ticket")
-        if response.status_code >= 400:
+        if response.status >= 400:
             with contextlib.suppress(Exception):
-                sent.error = str(response.json()["error"]["message"])
+                sent.error = str(orjson.loads(response.body)["error"]["message"])
 
     def _busy(self, scheduler: Scheduler) -> bool:
         return any(not t.done() for t in self._pending(scheduler))

@@ -251,8 +251,18 @@ async def claim_polls(
     (PostgreSQL: ``SKIP LOCKED``, so replicas polling together split them). Each comes
     back with its new ``owner``/``epoch``; the lease ends with ``record_poll`` or
     ``close``."""
+    clock, params = db.dialect.clock_ms(now_ms)
+    # One read first: most poll ticks find nothing due, and then take no write lock (on
+    # SQLite the writer is shared with every enqueue). A batch that becomes due just
+    # after the read waits for the next tick, as it would have anyway.
+    due = await db.fetchone(
+        "SELECT 1 FROM batches WHERE status = 'submitted' "
+        f"AND COALESCE(next_poll_ms, 0) <= ? AND lease_ms <= {clock} LIMIT 1",
+        (now_ms, *params),
+    )
+    if due is None:
+        return []
     async with db.transaction() as conn:
-        clock, params = conn.dialect.clock_ms(now_ms)
         rows = await conn.fetchall(
             f"UPDATE batches SET owner = ?, epoch = epoch + 1, lease_ms = {clock} + ? "
             "WHERE id IN (SELECT id FROM batches WHERE status = 'submitted' "

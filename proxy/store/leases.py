@@ -99,8 +99,15 @@ async def claim_realtime(
     """Lease ``realtime`` tickets nobody is sending (or whose sender's lease ran out)
     to ``owner``, most urgent first, with their bodies. On PostgreSQL replicas claiming
     together skip each other's rows, so each ticket is sent by one process at a time."""
+    clock, params = db.dialect.clock_ms(now_ms)
+    # One read first: most guard ticks find nothing to send, and then take no write lock.
+    waiting = await db.fetchone(
+        f"SELECT 1 FROM tickets WHERE status = 'realtime' AND lease_ms <= {clock} LIMIT 1",
+        params,
+    )
+    if waiting is None:
+        return []
     async with db.transaction() as conn:
-        clock, params = conn.dialect.clock_ms(now_ms)
         rows = await conn.fetchall(
             f"UPDATE tickets SET lease_owner = ?, lease_ms = {clock} + ? "
             "WHERE id IN (SELECT id FROM tickets WHERE status = 'realtime' "

@@ -104,3 +104,10 @@ async def unfinished_tickets(db: Database) -> int:
         "SELECT COUNT(*) FROM tickets WHERE status IN ('queued', 'submitted', 'realtime')"
     )
     return int(row[0]) if row else 0
+
+
+async def live_batches(db: Database) -> int:
+    """Provider batches not yet closed: a batch whose tickets the deadline guard took
+    over still runs, and is billed, until it ends."""
+    row = await db.fetchone("SELECT COUNT(*) FROM batches WHERE status IN ('created', 'submitted')")
+    return int(row[0]) if row else 0

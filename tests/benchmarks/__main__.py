@@ -7,6 +7,7 @@ with one table of every target, PASS or MISS.
     python -m tests.benchmarks --parts realtime,memory --repeats 5
     python -m tests.benchmarks --candidate ../costroute-fix   # a proposed fix, side by side
     python -m tests.benchmarks --write-results tests/benchmarks/RESULTS.md
+    python -m tests.benchmarks.simulated        # simulated days: the policy regression benchmark
 """
 
 from __future__ import annotations

@@ -288,6 +288,20 @@ def test_report_is_the_cli_report_plus_alerts_and_queue(ops: OpsStack, admin: ht
     )[0]
     assert total["savings"] == pytest.approx(ended["saved"])
     assert total["requests"] == ended["n"] + total["pending"]
+    # Savings realised against the best: read from the same rows (every request that
+    # ended in the period with a known price and usage).
+    priced = ops.fetch(
+        "SELECT COUNT(*) AS n, TOTAL(cost_usd) AS cost, TOTAL(baseline_usd) AS baseline "
+        "FROM routes WHERE ts_ms >= ? AND status != 202 AND cost_usd IS NOT NULL "
+        "AND prompt_tokens IS NOT NULL",
+        (body["since_ms"],),
+    )[0]
+    best = body["best"]
+    assert best["requests"] == priced["n"] > 0
+    assert best["cost_usd"] == pytest.approx(priced["cost"], abs=1e-6)
+    assert best["baseline_usd"] == pytest.approx(priced["baseline"], abs=1e-6)
+    assert best["best_usd"] <= best["cost_usd"]
+    assert best["nominal_turnaround_s"] == {"openai": 7200.0}  # the seeded finished batch
     assert body["queue"]["tickets"] == {"queued": 3, "submitted": 5}
     assert body["queue"]["oldest_queued_age_s"] == 2 * 3600
     assert body["queue"]["active_batches"] == {"openai": 1}

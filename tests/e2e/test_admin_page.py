@@ -234,6 +234,9 @@ def test_the_page_shows_alerts_chart_queue_and_batches(ops: OpsStack) -> None:
         "batch_failure_rate", "batch_stuck", "queue_age", "webhook_failures",
     ]  # fmt: skip
     assert html.count('<rect class="bar"') == 14
+    best = re.search(r'<p id="savings-best">Last 24 hours\. Savings realised: ([^<]*)', html)
+    assert best is not None, html
+    assert "of the best possible saving" in best.group(1)
     assert 'data-day="2026-01-10"' in html
     assert '<b id="oldest-queued">2h</b>' in html
     assert re.search(r'<tr data-status="submitted"><td>cb_stuck</td>', html)

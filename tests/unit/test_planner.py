@@ -157,3 +157,24 @@ def test_a_discount_window_across_midnight_is_found(settings: Settings) -> None:
         now=at("2026-01-02T01:00:00"),  # Friday 01:00, still in Thursday's window
     )
     assert inside.lane is Lane.REALTIME
+
+
+def test_shipped_windows_hold_a_request_when_the_config_gives_none(settings: Settings) -> None:
+    # DeepSeek's peak hours are in the shipped price table from 2026-08-16: the pricer
+    # charges 2x in them with no ``price_windows`` configured, so the planner must hold
+    # for the off-peak price just the same (it did not, and the simulator showed the loss).
+    data = settings.model_dump()
+    data["providers"]["deepseek"]["price_windows"] = []
+    shipped_only = Settings.model_validate(data)
+    monday_0200 = at("2026-11-30T02:00:00")
+    decision = plan(
+        model="deepseek-flash", endpoint=CHAT, tolerance=4 * HOUR, settings=shipped_only,
+        now=monday_0200,
+    )  # fmt: skip
+    assert decision.lane is Lane.OFFPEAK
+    assert decision.not_before == at("2026-11-30T04:00:00")
+    before = plan(
+        model="deepseek-flash", endpoint=CHAT, tolerance=4 * HOUR, settings=shipped_only,
+        now=at("2026-01-01T02:00:00"),  # before the shipped windows began: one price
+    )  # fmt: skip
+    assert before.lane is Lane.REALTIME

@@ -9,6 +9,8 @@ import orjson
 import pytest
 
 from adapters.emulators.openai.batch.lines import LineFault
+from proxy.lanes.planner import plan
+from proxy.store import batches as bstore
 from tests.deferral.harness import RUN, Stack, stack
 
 HOUR = 3600
@@ -385,3 +387,80 @@ async def test_max_bytes_splits_a_group(tmp_path: Path, db_target: str) -> None:
         s.clock.advance(RUN)
         await s.scheduler.poll_once()
         assert set(await s.statuses(ids)) == {"completed"}
+
+
+async def test_a_slow_batch_teaches_the_planner_and_the_flusher(s: Stack) -> None:
+    """A batch that took 5 h: shorter tolerances are no longer batched (they would be
+    escalated and paid twice), and a queued group goes while a 5 h batch can still be
+    back before its earliest deadline, not when only batch.min_tolerance is left."""
+    await s.enqueue("slow")
+    await s.scheduler.flush_once(force=True)
+    s.clock.advance(5 * HOUR)
+    await s.scheduler.poll_once()
+    learnt = s.services.turnaround["openai"]
+    assert learnt == pytest.approx(5 * HOUR, abs=RUN)
+
+    def lane(tolerance: int) -> str:
+        return plan(
+            model="gpt-4o-mini", endpoint="/v1/chat/completions", tolerance=tolerance,
+            settings=s.settings, now=s.clock.now(), turnaround=s.services.turnaround,
+        ).lane.value  # fmt: skip
+
+    assert lane(4 * HOUR) != "batch"  # 4 h < 5 h + the 15 min margin
+    assert lane(6 * HOUR) == "batch"
+    # 6 h of tolerance leaves room to wait for max_wait; 5 h 10 min does not.
+    await s.enqueue("calm", tolerance=6 * HOUR)
+    assert (await s.scheduler.flush_once()).batches == ()
+    await s.enqueue("urgent", tolerance=5 * HOUR + 600)
+    assert (await s.scheduler.flush_once()).tickets == 2
+
+
+async def test_learn_turnaround_off_leaves_the_planner_alone(
+    tmp_path: Path, db_target: str
+) -> None:
+    async with stack(tmp_path, target=db_target, batch={"learn_turnaround": False}) as s:
+        await s.enqueue("slow")
+        await s.scheduler.flush_once(force=True)
+        s.clock.advance(5 * HOUR)
+        await s.scheduler.poll_once()
+        assert s.services.turnaround == {}
+        await s.enqueue("urgent", tolerance=5 * HOUR + 600)
+        assert (await s.scheduler.flush_once()).batches == ()  # waits for max_wait
+
+
+async def test_a_learnt_turnaround_spares_polls_of_young_batches(s: Stack) -> None:
+    """After a batch took 2 h, the next one is not asked about until 0.8 x 2 h."""
+    await s.enqueue("first")
+    await s.scheduler.flush_once(force=True)
+    s.clock.advance(2 * HOUR)
+    await s.scheduler.poll_once()
+    await s.enqueue("second")
+    summary = await s.scheduler.flush_once(force=True)
+    batch = await bstore.get_batch(s.db, summary.batches[0])
+    assert batch is not None
+    assert batch.next_poll_ms is not None
+    submitted = batch.submitted_ms or batch.created_ms
+    assert batch.next_poll_ms - submitted == pytest.approx(0.8 * 2 * HOUR * 1000, abs=1000)
+    s.clock.advance(60)
+    assert await s.scheduler.poll_once() == 0  # poll_interval alone would have asked
+    s.clock.advance(0.8 * 2 * HOUR)
+    assert await s.scheduler.poll_once() == 1
+
+
+async def test_a_fast_learnt_turnaround_lets_min_tolerance_tickets_share_a_batch(
+    s: Stack,
+) -> None:
+    """Unknown, a batch is assumed to need batch.min_tolerance, so a ticket of exactly
+    that tolerance goes out alone at once; once batches are known to take ~2 minutes
+    it waits for max_wait (its deadline still far) and shares a batch."""
+    await s.enqueue("alone", tolerance=HOUR)
+    assert (await s.scheduler.flush_once()).tickets == 1  # nothing learnt: urgent
+    s.clock.advance(RUN)
+    await s.scheduler.poll_once()
+    assert s.services.turnaround_longest["openai"] < 600
+    await s.enqueue("first", tolerance=HOUR)
+    s.clock.advance(60)
+    await s.enqueue("second", tolerance=HOUR)
+    assert (await s.scheduler.flush_once()).batches == ()
+    s.clock.advance(600)  # batch.max_wait
+    assert (await s.scheduler.flush_once()).tickets == 2

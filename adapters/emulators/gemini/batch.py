@@ -19,6 +19,7 @@ refused 429 ``RESOURCE_EXHAUSTED`` (the real quota's values are unpublished).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import secrets
@@ -165,8 +166,7 @@ class BatchStore:
         if done_at is not None and done_at < config.batch_expire_after:
             when = batch.create_time + done_at
             if now >= when:
-                rng = random.Random(f"gemini-batch/{batch.seq}")
-                results = tuple(self._run(batch, item, rng) for item in batch.requests)
+                results = tuple(self._run(batch, item) for item in batch.requests)
                 responses_file = None
                 if batch.input_file is not None:
                     responses_file = self._write_output(batch, results)
@@ -213,11 +213,11 @@ class BatchStore:
         name = "files/batch-" + batch.name.removeprefix("batches/")
         return self._files.add(content, mime_type="application/jsonl", name=name).name
 
-    def _run(self, batch: Batch, item: InlinedRequest, rng: random.Random) -> dict[str, Any]:
+    def _run(self, batch: Batch, item: InlinedRequest) -> dict[str, Any]:
         entry: dict[str, Any]
         rate = self._config.batch_line_failure_rate
         try:
-            if rate > 0 and rng.random() < rate:
+            if rate > 0 and _draw(batch.seq, item.request) < rate:
                 raise for_status(500)
             entry = {
                 "response": self._api.generate(batch.model.removeprefix("models/"), item.request)
@@ -273,3 +273,12 @@ def _stats(batch: Batch) -> dict[str, str]:
 def _new_id() -> str:
     alphabet = string.ascii_lowercase + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(16))
+
+
+def _draw(seq: int, request: Any) -> float:
+    """An item's random failure draw, keyed by the batch's sequence number and the
+    request itself, not by its place in the batch: the same request fails the same way
+    whatever order the client listed the batch's items in."""
+    text = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return random.Random(f"gemini-batch/{seq}/{digest}").random()

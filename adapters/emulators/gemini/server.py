@@ -116,6 +116,8 @@ class _Server:
         return run
 
     def _record(self, request: Request, body: Any) -> None:
+        if self.requests.limit <= 0:
+            return  # recording is off (a simulated day): do not build what is dropped
         # RequestLog.record has no query; Gemini clients may send the key and alt there.
         self.requests.append(
             {

@@ -4,12 +4,15 @@ and the timing rules): validation, progressive execution of lines through the in
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+import orjson
 
 from adapters.emulators.openai.batch.lines import (
     CANCELLED,
@@ -252,13 +255,14 @@ class BatchEngine:
             custom_id = plan.custom_ids[index]
             fault = self.line_faults.match(custom_id, plan.numbers[index])
             rate = self.timings.line_failure_rate
-            if fault is None and rate > 0 and batch.rng.random() < rate:
+            body = batch.read_body(index)
+            if fault is None and rate > 0 and self._draw(batch, body) < rate:
                 fault = _RANDOM_FAILURE
             if fault is not None:
                 batch.failed += 1
                 batch.failures.add(fault_line(fault, custom_id, batch.rng))
                 continue
-            status, reply = self._call(batch.endpoint, batch.read_body(index))
+            status, reply = self._call(batch.endpoint, body)
             line = response_line(custom_id, status, reply, batch.rng)
             if 200 <= status < 300:
                 batch.completed += 1
@@ -270,6 +274,13 @@ class BatchEngine:
         batch.done = target
         batch.output.flush()
         batch.failures.flush()
+
+    def _draw(self, batch: BatchRecord, body: Any) -> float:
+        """A line's random failure draw, keyed by the batch's rank and the line's body,
+        not by its place in the file: the same request fails the same way whatever
+        order its batch's lines were written in (a client's ids may be random)."""
+        digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        return random.Random(f"{self.seed}/{batch.rank}/{digest}").random()
 
     def _call(self, endpoint: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         try:
