@@ -143,6 +143,14 @@ def _check_config(args: argparse.Namespace) -> int:
     if settings.store.url_env is not None:
         # Several replicas share this database: prove it is reachable, and say what it is.
         print(f"  store: {asyncio.run(_store_version(settings))}")
+        if settings.files.dir is None:
+            # File records are shared through the database, their bytes are not.
+            folder = settings.files.folder(settings.store)
+            print(
+                f"  note: [files] dir is not set: uploaded files and Batch API results go "
+                f"to {folder} on this replica's own disk; with several replicas, set it to "
+                "storage they all share"
+            )
     return 0
 
 
