@@ -13,6 +13,7 @@ ticket exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -112,33 +113,51 @@ async def _ingest_results(
 ) -> None:
     """Parse results while the previous chunk is being written: SQLite runs in its own
     thread, so the two overlap. One chunk in flight at a time keeps memory bounded. When
-    the stream stalls (a slow second file, a hanging download), what has arrived is
-    committed after ``_STALL_S``, so a crash while waiting loses no finished work."""
+    the stream stalls (a slow second file, a hanging download), a watchdog commits what
+    has arrived after ``_STALL_S``, so a crash while waiting loses no finished work. (A
+    timed wait on every line did the same at ~8-14 µs a line: 0.4-0.7 s of a 50,000-line
+    ingest, most of the margin to its 5 s target.)"""
+    loop = asyncio.get_running_loop()
     pending: list[Outcome] = []
     writing: asyncio.Task[None] | None = None
-    results = lane.results(info).__aiter__()
-    try:
+    arrived = loop.time()
+    # Held for a whole hand-off, so at most one chunk is in flight and whoever takes it
+    # next finds ``writing`` current.
+    handing = asyncio.Lock()
+
+    async def hand_off() -> None:
+        nonlocal pending, writing
+        async with handing:
+            if not pending:
+                return
+            chunk, pending = pending, []
+            if writing is not None:
+                await writing
+            writing = asyncio.create_task(apply(services, batch, chunk))
+
+    async def watch() -> None:
         while True:
-            step = asyncio.ensure_future(results.__anext__())
-            if pending and not (await asyncio.wait({step}, timeout=_STALL_S))[0]:
-                if writing is not None:
-                    await writing
-                writing = asyncio.create_task(apply(services, batch, pending))
-                pending = []
-            try:
-                result = await step
-            except StopAsyncIteration:
-                break
+            due = arrived + _STALL_S - loop.time()
+            await asyncio.sleep(due if due > 0 else _STALL_S)
+            if pending and loop.time() - arrived >= _STALL_S:
+                # Shielded: stopping the watchdog must not drop a chunk it has taken.
+                await asyncio.shield(hand_off())
+
+    watchdog = asyncio.create_task(watch(), name=f"ingest-stall-{batch.id}")
+    try:
+        async for result in lane.results(info):
+            arrived = loop.time()
             pending.append(outcome_of(result))
             if len(pending) >= _CHUNK:
-                if writing is not None:
-                    await writing
-                writing = asyncio.create_task(apply(services, batch, pending))
-                pending = []
+                await hand_off()
     finally:
-        # A chunk already handed to SQLite commits (or not) as a whole either way.
-        if writing is not None:
-            await writing
+        watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watchdog
+        async with handing:  # a hand-off the watchdog started has finished
+            # A chunk already handed over commits (or not) as a whole either way.
+            if writing is not None:
+                await writing
     if pending:
         await apply(services, batch, pending)
 
