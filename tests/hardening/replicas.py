@@ -452,6 +452,50 @@ class ReplicaDrill:
         assert not problems, problems
         return counters
 
+    def long_poll_wakes(self) -> tuple[list[float], list[float]]:
+        """Long-poll every enqueued ticket (``wait=60``) round-robin over the replicas,
+        run the batches to the end, and return the seconds from each ticket's end (its
+        ``finished_ms``, the database's record) to its long-poll's answer: (woken by a
+        ticket that ended on another replica, on the same replica)."""
+        woke: dict[str, float] = {}
+        waiting: dict[str, int] = {}
+        headers = {"authorization": f"Bearer {CLIENT_A}"}
+
+        def poll(ticket_id: str, index: int) -> None:
+            server = self.servers[index]
+            waiting[ticket_id] = server.pid
+            with httpx.Client(timeout=70) as http:
+                answer = http.get(
+                    f"{server.url}/v1/tickets/{ticket_id}", params={"wait": 60}, headers=headers
+                )
+            if answer.status_code == 200 and answer.json()["status"] == "completed":
+                woke[ticket_id] = time.time()
+
+        ids = list(self.ids.values())
+        polls = [
+            threading.Thread(target=poll, args=(ticket_id, n % self.replicas), daemon=True)
+            for n, ticket_id in enumerate(ids)
+        ]
+        for thread in polls:
+            thread.start()
+        time.sleep(1.0)  # every long-poll is waiting
+        self.finish_with_kills(0)
+        for thread in polls:
+            thread.join(70)
+        assert len(woke) == len(ids), f"{len(ids) - len(woke)} long-polls never woke"
+        rows = query(
+            self.url,
+            "SELECT t.id, t.finished_ms, b.owner FROM tickets t "
+            "JOIN batches b ON b.id = t.batch_id",
+        )
+        cross: list[float] = []
+        local: list[float] = []
+        for ticket_id, finished_ms, owner in rows:
+            if ticket_id in woke:
+                same = f":{waiting[ticket_id]}:" in str(owner)
+                (local if same else cross).append(woke[ticket_id] - int(finished_ms) / 1000)
+        return cross, local
+
     def log_count(self, text: str) -> int:
         return sum(server.output(full=True).count(text) for server in self.servers)
 

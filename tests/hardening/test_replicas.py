@@ -123,51 +123,10 @@ def test_a_long_poll_wakes_within_a_second_of_another_replica_ending_its_ticket(
     drill: ReplicaDrill,
 ) -> None:
     drill.enqueue_with_kills(0)
-    woke: dict[str, float] = {}
-    waiting: dict[str, int] = {}
-    headers = {"authorization": f"Bearer {CLIENT_A}"}
-
-    def poll(ticket_id: str, index: int) -> None:
-        server = drill.servers[index]
-        waiting[ticket_id] = server.pid
-        with httpx.Client(timeout=70) as http:
-            answer = http.get(
-                f"{server.url}/v1/tickets/{ticket_id}", params={"wait": 60}, headers=headers
-            )
-        if answer.status_code == 200 and answer.json()["status"] == "completed":
-            woke[ticket_id] = time.time()
-
-    ids = list(drill.ids.values())
-    polls = [
-        threading.Thread(target=poll, args=(ticket_id, n % 3), daemon=True)
-        for n, ticket_id in enumerate(ids)
-    ]
-    for thread in polls:
-        thread.start()
-    time.sleep(1.0)  # every long-poll is waiting
-    drill.finish_with_kills(0)
-    for thread in polls:
-        thread.join(70)
-    rows = drill_rows(drill)
-    cross = [woke[t] - finished / 1000 for t, finished, owner in rows
-             if t in woke and f":{waiting[t]}:" not in owner]  # fmt: skip
-    local = [woke[t] - finished / 1000 for t, finished, owner in rows
-             if t in woke and f":{waiting[t]}:" in owner]  # fmt: skip
-    assert len(woke) == len(ids)
+    cross, local = drill.long_poll_wakes()
     assert cross, "no ticket ended on another replica than its long-poll's"
     print(
         f"\nlong-poll wake after the ticket ended on another replica: {summary(cross)}; "
         f"on the same replica: {summary(local)}"
     )
     assert statistics.quantiles(cross, n=100)[98] < 1.0 if len(cross) > 1 else cross[0] < 1.0
-
-
-def drill_rows(drill: ReplicaDrill) -> list[tuple[str, int, str]]:
-    """(ticket id, finished_ms, owner of the batch that ended it)."""
-    from tests.hardening.replicas import query
-
-    rows = query(
-        drill.url,
-        "SELECT t.id, t.finished_ms, b.owner FROM tickets t JOIN batches b ON b.id = t.batch_id",
-    )
-    return [(row[0], int(row[1]), str(row[2])) for row in rows]
