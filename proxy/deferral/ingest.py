@@ -13,6 +13,7 @@ ticket exactly once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Sequence
@@ -111,29 +112,30 @@ async def _ingest(
 async def _ingest_results(
     services: Services, lane: BatchLane, batch: Batch, info: BatchInfo
 ) -> None:
-    """Parse results while the previous chunk is being written: SQLite runs in its own
-    thread, so the two overlap. One chunk in flight at a time keeps memory bounded. When
+    """Parse results while earlier chunks are being written: SQLite runs in its own
+    thread, so the two overlap. ``_in_flight`` chunks at most keep memory bounded. When
     the stream stalls (a slow second file, a hanging download), a watchdog commits what
     has arrived after ``_STALL_S``, so a crash while waiting loses no finished work. (A
     timed wait on every line did the same at ~8-14 µs a line: 0.4-0.7 s of a 50,000-line
     ingest, most of the margin to its 5 s target.)"""
     loop = asyncio.get_running_loop()
     pending: list[Outcome] = []
-    writing: asyncio.Task[None] | None = None
+    writing: collections.deque[asyncio.Task[None]] = collections.deque()
+    limit = _in_flight(services)
     arrived = loop.time()
-    # Held for a whole hand-off, so at most one chunk is in flight and whoever takes it
-    # next finds ``writing`` current.
+    # Held for a whole hand-off, so no more than ``limit`` chunks are in flight and
+    # whoever hands off next finds ``writing`` current.
     handing = asyncio.Lock()
 
     async def hand_off() -> None:
-        nonlocal pending, writing
+        nonlocal pending
         async with handing:
             if not pending:
                 return
             chunk, pending = pending, []
-            if writing is not None:
-                await writing
-            writing = asyncio.create_task(apply(services, batch, chunk))
+            while len(writing) >= limit:
+                await writing.popleft()
+            writing.append(asyncio.create_task(apply(services, batch, chunk)))
 
     async def watch() -> None:
         while True:
@@ -156,10 +158,20 @@ async def _ingest_results(
             await watchdog
         async with handing:  # a hand-off the watchdog started has finished
             # A chunk already handed over commits (or not) as a whole either way.
-            if writing is not None:
-                await writing
+            while writing:
+                await writing.popleft()
     if pending:
         await apply(services, batch, pending)
+
+
+def _in_flight(services: Services) -> int:
+    """Chunks written at once. SQLite has one writer: a second chunk would only queue for
+    it. On PostgreSQL two chunks go on two connections, so one chunk's statements run
+    while the other's rows are built in Python (the two were serialised: 5.4 s for a
+    50,000-line ingest, against 2.8 s of statements). Their tickets are disjoint, and a
+    ticket in both (a provider repeating a line) is locked by the first and found
+    settled by the second."""
+    return 2 if services.db.shared else 1
 
 
 async def _validation_failed(services: Services, batch: Batch, info: BatchInfo) -> bool:

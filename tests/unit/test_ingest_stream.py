@@ -1,5 +1,5 @@
 """How an ingest hands a provider's result stream to the store: chunks of ``_CHUNK``
-lines, at most one in flight, in order, and what arrived before a stall is committed
+lines, one in flight on SQLite and two on PostgreSQL, and what arrived before a stall is committed
 ``_STALL_S`` into the stall, while the stream still hangs (a crash then loses no
 finished work). The store is replaced by a recorder; the lane by a scripted stream."""
 
@@ -49,6 +49,9 @@ class Lane:
 
 
 BATCH = SimpleNamespace(id="b1")
+# The services an ingest reads here: whether the store is shared (PostgreSQL).
+ONE_WRITER = SimpleNamespace(db=SimpleNamespace(shared=False))
+SHARED = SimpleNamespace(db=SimpleNamespace(shared=True))
 
 
 def _outcome(result: BatchResult) -> Outcome:
@@ -65,19 +68,23 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     return made
 
 
-async def test_chunks_arrive_in_order_one_at_a_time(recorder: Recorder) -> None:
+@pytest.mark.parametrize(("services", "in_flight"), [(ONE_WRITER, 1), (SHARED, 2)])
+async def test_every_line_is_handed_over_in_chunks_a_few_at_a_time(
+    recorder: Recorder, services: Any, in_flight: int
+) -> None:
     lane = Lane(before=1050, after=0)
     lane.resume.set()
-    await ingest._ingest_results(Any, lane, BATCH, Any)  # type: ignore[arg-type]
-    ids = [i for _, chunk in recorder.chunks for i in chunk]
-    assert ids == [f"t{n}" for n in range(1050)]
-    assert [len(chunk) for _, chunk in recorder.chunks] == [100] * 10 + [50]
-    assert recorder.most_in_flight == 1
+    await ingest._ingest_results(services, lane, BATCH, Any)  # type: ignore[arg-type]
+    ids = sorted(i for _, chunk in recorder.chunks for i in chunk)
+    assert ids == sorted(f"t{n}" for n in range(1050))
+    assert sorted(len(chunk) for _, chunk in recorder.chunks) == [50] + [100] * 10
+    # One writer (SQLite): one chunk at a time; PostgreSQL: two, on two connections.
+    assert recorder.most_in_flight == in_flight
 
 
 async def test_a_stalled_stream_commits_what_arrived(recorder: Recorder) -> None:
     lane = Lane(before=30, after=20)
-    run = asyncio.create_task(ingest._ingest_results(Any, lane, BATCH, Any))  # type: ignore[arg-type]
+    run = asyncio.create_task(ingest._ingest_results(SHARED, lane, BATCH, Any))  # type: ignore[arg-type]
     await asyncio.sleep(0.6)
     # Still hanging, yet the 30 lines before the stall are written, ~_STALL_S into it.
     assert not run.done()
@@ -87,4 +94,3 @@ async def test_a_stalled_stream_commits_what_arrived(recorder: Recorder) -> None
     lane.resume.set()
     await asyncio.wait_for(run, 5)
     assert [len(c) for _, c in recorder.chunks] == [30, 20]
-    assert recorder.most_in_flight == 1
