@@ -120,10 +120,11 @@ class PgDatabase(Database):
             # after a burst instead of holding the server's connection slots).
             max_inactive_connection_lifetime=60.0,
             command_timeout=300,
+            reset=_keep_session,
         )
         assert pool is not None
         try:
-            await _migrate(pool)
+            await _migrate(url)
         except BaseException:
             await pool.close()
             raise
@@ -232,8 +233,19 @@ def _set(event: asyncio.Event, _: object) -> None:
     event.set()
 
 
-async def _migrate(pool: asyncpg.Pool) -> None:
-    async with pool.acquire() as conn:
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What the pool does to a connection given back, besides what asyncpg always does
+    (roll back an open transaction, drop callbacks): nothing. asyncpg's default sends
+    ``RESET ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); CLOSE ALL`` first: one
+    more round trip after every transaction and every read. No store function leaves
+    session state on a pooled connection: LISTEN and the migration lock have
+    connections of their own."""
+
+
+async def _migrate(url: str) -> None:
+    # Its own session: the advisory lock goes with it when it closes, whatever happens.
+    conn = await asyncpg.connect(url, timeout=60)
+    try:
         await conn.execute(_MIGRATE_LOCK)
         try:
             await conn.execute(
@@ -262,3 +274,5 @@ async def _migrate(pool: asyncpg.Pool) -> None:
                 log.info("applied migration %s", name)
         finally:
             await conn.execute(_MIGRATE_UNLOCK)
+    finally:
+        await conn.close()
